@@ -1,0 +1,39 @@
+"""convtvm: every convolution variant as a TVM TE compute, auto-scheduled with MetaSchedule,
+compiled, checked against PyTorch.
+
+    import convtvm
+    w = convtvm.workload("conv2d", in_channels=64, out_channels=64, input_size=(56, 56), padding=1)
+    m = convtvm.build(w, target="x86")
+    y = m(*w.random_inputs())
+"""
+
+__version__ = "0.1.0"
+
+from .variants import Workload, variants, workload  # noqa: E402
+
+
+def build(w, target="x86", tuning_log=None, **target_options):
+    """Compile a Workload; see :func:`convtvm.module.build`."""
+    from .module import build as _build
+    return _build(w, target, tuning_log, **target_options)
+
+
+def load(path):
+    """Load an exported module (single op or model)."""
+    from .module import load as _load
+    return _load(path)
+
+
+def tune(workloads, target="x86", trials=64, log=None, **kwargs):
+    """Tune one workload or many with MetaSchedule; see :func:`convtvm.tuning.tune`."""
+    from .tuning import tune as _tune
+    return _tune(workloads, target, trials, log, **kwargs)
+
+
+def compile_model(module, example_inputs, target="x86", tuning_log=None, **kwargs):
+    """Compile a torch.nn.Module into one Relax VM executable built from convtvm's kernels."""
+    from .graph import compile_model as _compile
+    return _compile(module, example_inputs, target, tuning_log, **kwargs)
+
+
+__all__ = ["Workload", "variants", "workload", "build", "load", "tune", "compile_model", "__version__"]

@@ -1,0 +1,106 @@
+"""Running modules that cannot run in this process: ARM (emulated aarch64 device or a real board
+over TVM RPC) and CUDA (a local GPU)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+# Where ARM modules run: None = the emulated device; or {"rpc": "HOST:PORT"} /
+# {"tracker": "HOST:PORT", "key": KEY} for a real board. Set by the CLI's --rpc / --rpc-tracker.
+ARM_REMOTE: dict = {}
+_SESSION = None
+
+
+def arm_session():
+    """The process-wide ARM session (started on first use)."""
+    global _SESSION
+    if _SESSION is None:
+        from .arm import device
+        _SESSION = device.open_session(**ARM_REMOTE)
+    return _SESSION
+
+
+def set_arm_remote(rpc: str | None = None, tracker: str | None = None, key: str | None = None) -> None:
+    global _SESSION
+    ARM_REMOTE.clear()
+    ARM_REMOTE.update({k: v for k, v in dict(rpc=rpc, tracker=tracker, key=key).items() if v})
+    _SESSION = None
+
+
+def cuda_device():
+    import tvm
+    dev = tvm.cuda(0)
+    if not dev.exist:
+        raise RuntimeError("no CUDA GPU is present on this machine: a CUDA module can be built and exported "
+                           "here, but runs only where a GPU is (convtvm.load it there)")
+    return dev
+
+
+def load_library(info, path: str):
+    """Load an exported library for a remote target."""
+    if info.kind == "cuda":
+        cuda_device()
+        import tvm
+        return tvm.runtime.load_module(path)
+    from .arm import device
+    return _ArmLibrary(path, device)
+
+
+class _ArmLibrary:
+    """An exported aarch64 library, loaded into the ARM session on first call."""
+
+    def __init__(self, path, device):
+        self.path, self._device, self._mod = path, device, None
+
+    def remote(self):
+        if self._mod is None:
+            self._mod = self._device.load_module(arm_session(), self.path)
+        return self._mod
+
+
+def _arm_remote_module(module):
+    if not isinstance(module.lib, _ArmLibrary):
+        tmp = tempfile.mkdtemp(prefix="convtvm_arm_")
+        path = os.path.join(tmp, "kernel.so")
+        from .arm import device
+        device.export_library(module.lib, path)
+        module.lib = _ArmLibrary(path, device)
+    return module.lib.remote(), arm_session().cpu()
+
+
+def _args(module, xs, dev):
+    import tvm
+    args = [tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x)), dev) for x in xs]
+    out = tvm.runtime.empty(module.workload.output_shape, module.workload.dtype, dev)
+    return args, out
+
+
+def _remote(module):
+    if module.target.kind == "cuda":
+        dev = cuda_device()
+        return module.lib, dev
+    return _arm_remote_module(module)
+
+
+def run(module, xs):
+    torch_in = all(type(x).__module__.startswith("torch") for x in xs)
+    if torch_in:
+        xs = [x.detach().cpu().numpy() for x in xs]
+    lib, dev = _remote(module)
+    args, out = _args(module, xs, dev)
+    lib["main"](*args, out)
+    y = out.numpy()
+    if torch_in:
+        import torch
+        return torch.from_numpy(y)
+    return y
+
+
+def time(module, xs, number, repeat):
+    lib, dev = _remote(module)
+    args, out = _args(module, xs, dev)
+    f = getattr(lib, "mod", lib).time_evaluator("main", dev, number=number, repeat=repeat)
+    return list(f(*args, out).results)

@@ -1,0 +1,179 @@
+"""Compiled modules: build, call, export (atomically, with a JSON manifest) and load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .targets import TargetInfo, resolve
+from .variants import Workload, from_json
+
+_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
+
+
+def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Module":
+    """Compile a workload for a target: the best tuning record when the log has one, otherwise the
+    target's fallback schedule from schedules/."""
+    import tvm
+
+    from . import fallback, tuning
+
+    info = resolve(target, **target_options)
+    record = tuning.best_schedule(w, info, tuning_log) if tuning_log else None
+    if record is not None:
+        mod, schedule = record, "tuned"
+    else:
+        mod, schedule = fallback.apply(w.prim_func(), info.kind, info.config["fallback"], info.target), "fallback"
+    with info.target:
+        lib = tvm.compile(mod, target=info.target)
+    return Module(lib, w, info, schedule)
+
+
+class Module:
+    """A compiled workload. ``m(*xs)`` takes numpy arrays (returns numpy) or torch tensors (returns
+    torch, zero-copy through DLPack)."""
+
+    def __init__(self, lib, workload: Workload, target: TargetInfo, schedule: str, path: str | None = None):
+        self.lib, self.workload, self.target, self.schedule, self.path = lib, workload, target, schedule, path
+        self._remote = None
+
+    def __repr__(self) -> str:
+        return f"<convtvm.Module {self.workload} on {self.target.tag} ({self.schedule})>"
+
+    # -- calling ----------------------------------------------------------------------------------
+    def check_inputs(self, xs) -> None:
+        w = self.workload
+        if len(xs) != len(w.input_shapes):
+            raise ValueError(f"{w.variant} takes {len(w.input_shapes)} inputs ({', '.join(w.input_names)}), "
+                             f"got {len(xs)}")
+        for name, shape, x in zip(w.input_names, w.input_shapes, xs):
+            if tuple(x.shape) != tuple(shape):
+                raise ValueError(f"input {name!r} has shape {tuple(x.shape)}, expected {tuple(shape)}")
+            dtype = str(x.dtype).replace("torch.", "")
+            if dtype != w.dtype:
+                raise ValueError(f"input {name!r} has dtype {dtype}, expected {w.dtype}")
+
+    def __call__(self, *xs):
+        self.check_inputs(xs)
+        if self.target.is_remote:
+            return self._run_remote(xs)
+        import tvm
+        if all(type(x).__module__.startswith("torch") for x in xs):
+            import torch
+            args = [x.contiguous() for x in xs]
+            out = torch.empty(self.workload.output_shape, dtype=getattr(torch, self.workload.dtype), device=args[0].device)
+            self.lib["main"](*args, out)
+            return out
+        args = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in xs]
+        out = tvm.runtime.empty(self.workload.output_shape, self.workload.dtype)
+        self.lib["main"](*args, out)
+        return out.numpy()
+
+    def _run_remote(self, xs):
+        from . import devices
+        return devices.run(self, xs)
+
+    def time(self, *xs, number: int = 10, repeat: int = 5) -> list[float]:
+        """Per-repeat mean seconds of the kernel (TVM's time_evaluator)."""
+        import tvm
+        from . import devices
+        if self.target.is_remote:
+            return devices.time(self, xs, number, repeat)
+        args = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in xs]
+        out = tvm.runtime.empty(self.workload.output_shape, self.workload.dtype)
+        f = getattr(self.lib, "mod", self.lib).time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)
+        return list(f(*args, out).results)
+
+    # -- export -----------------------------------------------------------------------------------
+    def export(self, path) -> str:
+        """Write ``path`` (a shared library) and ``path.json`` (its manifest), each atomically."""
+        path = Path(path).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".so")
+        os.close(fd)
+        try:
+            self._export_library(tmp)
+            manifest = {
+                "convtvm": __version__,
+                "workload": self.workload.to_json(),
+                "target": {"kind": self.target.kind, "tvm_target": json.loads(self.target.target_json)},
+                "schedule": self.schedule,
+                "tvm": _tvm_version(),
+                "sha256": _sha256(tmp),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            write_json_atomic(manifest_path(path), manifest)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.path = str(path)
+        return str(path)
+
+    def _export_library(self, tmp: str) -> None:
+        if self.target.kind == "arm":
+            from .arm import device
+            self.lib.export_library(tmp, fcompile=device.cross_compiler())
+        else:
+            self.lib.export_library(tmp)
+
+
+def manifest_path(path) -> Path:
+    return Path(str(path) + ".json")
+
+
+def write_json_atomic(path, data) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tvm_version() -> str:
+    import tvm
+    return tvm.__version__
+
+
+def load(path) -> Module:
+    """Load a module written by ``Module.export`` (checks the manifest and the file's sha256)."""
+    path = Path(path).resolve()
+    mpath = manifest_path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such module")
+    if not mpath.exists():
+        raise ValueError(f"{path}: manifest {mpath.name} is missing; export modules with Module.export")
+    manifest = json.loads(mpath.read_text())
+    if manifest.get("sha256") != _sha256(path):
+        raise ValueError(f"{path}: sha256 does not match its manifest (file changed after export)")
+    if manifest.get("kind") == "model":
+        from .graph import load_model
+        return load_model(path, manifest)
+    w = from_json(manifest["workload"])
+    info = resolve(manifest["target"]["tvm_target"])
+    if info.is_remote:
+        from . import devices
+        lib = devices.load_library(info, str(path))
+    else:
+        import tvm
+        lib = tvm.runtime.load_module(str(path))
+    return Module(lib, w, info, manifest.get("schedule", "?"), str(path))

@@ -1,0 +1,93 @@
+"""Target names ("x86", "arm", "cuda") to TVM targets, and their per-target data in schedules/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEDULES = Path(os.environ.get("CONVTVM_SCHEDULES", ROOT / "schedules"))
+KINDS = ("x86", "arm", "cuda")
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    kind: str  # "x86", "arm" or "cuda"
+    target_json: str  # canonical TVM target dict, as JSON
+
+    @property
+    def target(self):
+        import tvm
+        return tvm.target.Target(json.loads(self.target_json))
+
+    @property
+    def config(self) -> dict:
+        return schedule_config(self.kind)
+
+    @property
+    def tag(self) -> str:
+        """Short name for log folders: x86-znver3, arm-cortex-a72, cuda-sm90."""
+        t = json.loads(self.target_json)
+        if self.kind == "cuda":
+            return "cuda-" + t.get("arch", "sm_90").replace("_", "")
+        return f"{self.kind}-{t.get('mcpu', 'generic')}"
+
+    @property
+    def is_remote(self) -> bool:
+        """Modules for this target cannot run in this process (cross-compiled or GPU)."""
+        if self.kind == "arm":
+            return platform.machine() not in ("aarch64", "arm64")
+        return self.kind == "cuda"
+
+
+@lru_cache(maxsize=None)
+def schedule_config(kind: str) -> dict:
+    path = SCHEDULES / f"{kind}.json"
+    with open(path) as f:
+        return json.load(f)
+
+
+def host_cpu() -> str:
+    from tvm.target import codegen
+    return codegen.llvm_get_system_cpu()
+
+
+def resolve(target, arm_cpu: str | None = None, cuda_arch: str = "sm_90", num_cores: int | None = None) -> TargetInfo:
+    """"x86" | "arm" | "cuda" | a TVM target dict -> TargetInfo. Unknown names raise ValueError."""
+    if isinstance(target, TargetInfo):
+        return target
+    if isinstance(target, dict):
+        kind = target.get("kind")
+        if kind == "cuda":
+            return TargetInfo("cuda", _canon(target))
+        if kind == "llvm":
+            is_arm = "aarch64" in str(target.get("mtriple", ""))
+            return TargetInfo("arm" if is_arm else "x86", _canon(target))
+        raise ValueError(f"target={target!r}: kind must be 'llvm' or 'cuda'")
+    if target not in KINDS:
+        raise ValueError(f"unknown target {target!r}; use one of {', '.join(KINDS)} or a TVM target dict")
+    cores = num_cores or os.cpu_count() or 1
+    base = dict(schedule_config(target)["target"])
+    if target == "x86":
+        base.update({"mcpu": host_cpu(), "num-cores": cores})
+    elif target == "arm":
+        base["num-cores"] = num_cores or 2
+        if arm_cpu:
+            base["mcpu"] = arm_cpu
+    else:
+        if not (cuda_arch.startswith("sm_") and cuda_arch[3:].isdigit()):
+            raise ValueError(f"cuda arch {cuda_arch!r} must look like sm_XX (e.g. sm_90)")
+        base["arch"] = cuda_arch
+    return TargetInfo(target, _canon(base))
+
+
+def _canon(d: dict) -> str:
+    import tvm
+    t = tvm.target.Target(d)
+    keep = {k: v for k, v in d.items()}
+    str(t)  # validates the dict
+    return json.dumps(keep, sort_keys=True)

@@ -1,0 +1,158 @@
+"""TE computes for every stage kind: one N-D convolution, one N-D transposed convolution,
+one N-D pooling, channel shuffle and global average pooling.
+
+Layouts are channels-first (N, C, *spatial) unless a ConvSpec says NHWC (2D, channels-last).
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm import te, tirx, topi
+
+from .params import ConvSpec, GlobalPoolSpec, PoolSpec, ShuffleSpec
+
+
+def _spatial_axes(ndim: int, channels_last: bool) -> list[int]:
+    return list(range(1, 1 + ndim)) if channels_last else list(range(2, 2 + ndim))
+
+
+def _pad(data: te.Tensor, axes, before, after, value, name: str) -> te.Tensor:
+    if not any(before) and not any(after):
+        return data
+    rank = len(data.shape)
+    pb, pa = [0] * rank, [0] * rank
+    for ax, b, a in zip(axes, before, after):
+        pb[ax], pa[ax] = b, a
+    return topi.nn.pad(data, pb, pa, pad_value=value, name=name)
+
+
+def _split_index(spec: ConvSpec, idx):
+    """(n, oc, spatial...) from an output index tuple in the spec's layout."""
+    if spec.channels_last:
+        return idx[0], idx[-1], idx[1:-1]
+    return idx[0], idx[1], idx[2:]
+
+
+def conv(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str) -> te.Tensor:
+    """Grouped, strided, dilated N-D convolution (or transposed convolution) without epilogue."""
+    axes = _spatial_axes(spec.ndim, spec.channels_last)
+    in_spatial = [int(data.shape[a]) for a in axes]
+    icg, ocg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    if spec.transposed:
+        src, stride = _dilate_and_pad(data, spec, in_spatial, axes, tag), (1,) * spec.ndim
+    else:
+        before = [p[0] for p in spec.padding]
+        after = [p[1] for p in spec.padding]
+        src, stride = _pad(data, axes, before, after, 0.0, f"pad{tag}"), spec.stride
+    out_spatial = spec.out_spatial(in_spatial)
+    rc = te.reduce_axis((0, icg), name="rc")
+    rk = [te.reduce_axis((0, k), name=f"rk{i}") for i, k in enumerate(spec.kernel)]
+
+    def compute(*idx):
+        n, oc, o = _split_index(spec, idx)
+        ic = oc // ocg * icg + rc
+        x = [oi * s + r * d for oi, s, r, d in zip(o, stride, rk, spec.dilation)]
+        if spec.transposed:  # weight (Cin, Cout/g, *K), flipped
+            w = weight[(ic, oc % ocg, *[k - 1 - r for k, r in zip(spec.kernel, rk)])]
+        elif spec.channels_last:  # weight HWIO
+            w = weight[(*rk, rc, oc)]
+        else:  # weight OI*
+            w = weight[(oc, rc, *rk)]
+        xv = src[(n, *x, ic)] if spec.channels_last else src[(n, ic, *x)]
+        return te.sum(xv * w, axis=[rc, *rk])
+
+    shape = ((data.shape[0], *out_spatial, spec.out_channels) if spec.channels_last
+             else (data.shape[0], spec.out_channels, *out_spatial))
+    return te.compute(shape, compute, name=f"conv{tag}")
+
+
+def _dilate_and_pad(data, spec: ConvSpec, in_spatial, axes, tag):
+    """Transposed conv input: insert (stride-1) zeros between elements and pad (or crop) so that a
+    stride-1 convolution with the flipped kernel gives the transposed convolution."""
+    lead = [d * (k - 1) - pb for k, d, (pb, _) in zip(spec.kernel, spec.dilation, spec.padding)]
+    shape = list(data.shape)
+    for ax, i, s, k, d, (pb, pa), op in zip(axes, in_spatial, spec.stride, spec.kernel, spec.dilation,
+                                             spec.padding, spec.output_padding):
+        shape[ax] = (i - 1) * s + 1 + 2 * d * (k - 1) - pb - pa + op
+
+    def compute(*idx):
+        src, cond = list(idx), []
+        for ax, i, s, lo in zip(axes, in_spatial, spec.stride, lead):
+            j = idx[ax] - lo
+            cond += [j >= 0, j < (i - 1) * s + 1]
+            if s > 1:
+                cond.append(tirx.floormod(j, s) == 0)
+                j = tirx.floordiv(j, s)
+            src[ax] = j
+        return tirx.if_then_else(tirx.all(*cond), data[tuple(src)], tirx.const(0, data.dtype))
+
+    return te.compute(shape, compute, name=f"dilate_pad{tag}")
+
+
+def bias_add(x: te.Tensor, bias: te.Tensor, spec: ConvSpec, tag: str) -> te.Tensor:
+    return te.compute(x.shape, lambda *i: x[i] + bias[_split_index(spec, i)[1]], name=f"bias_add{tag}")
+
+
+def bn_silu(x: te.Tensor, gamma, beta, mean, var, spec: ConvSpec, tag: str) -> te.Tensor:
+    """Inference batch-norm folded into a per-channel scale and shift, then SiLU."""
+
+    def compute(*i):
+        c = _split_index(spec, i)[1]
+        scale = gamma[c] / te.sqrt(var[c] + tirx.const(spec.bn_eps, x.dtype))
+        y = (x[i] - mean[c]) * scale + beta[c]
+        return y * te.sigmoid(y)
+
+    return te.compute(x.shape, compute, name=f"bn_silu{tag}")
+
+
+def pool(data: te.Tensor, spec: PoolSpec, tag: str) -> te.Tensor:
+    """N-D max or average pooling with torch's ceil_mode and count_include_pad rules."""
+    axes = _spatial_axes(spec.ndim, False)
+    in_spatial = [int(data.shape[a]) for a in axes]
+    out_spatial = spec.out_spatial(in_spatial)
+    # ceil_mode windows may run past the right padding: pad far enough for every window.
+    after = [max(p, (o - 1) * s + d * (k - 1) + 1 - i - p)
+             for i, o, k, s, p, d in zip(in_spatial, out_spatial, spec.kernel, spec.stride, spec.padding,
+                                         spec.dilation)]
+    init = te.min_value(data.dtype) if spec.kind == "max" else 0.0
+    src = _pad(data, axes, spec.padding, after, init, f"pad{tag}")
+    rk = [te.reduce_axis((0, k), name=f"rk{i}") for i, k in enumerate(spec.kernel)]
+
+    def window(n, c, o):
+        return src[(n, c, *[oi * s + r * d for oi, s, r, d in zip(o, spec.stride, rk, spec.dilation)])]
+
+    if spec.kind == "max":
+        return te.compute((data.shape[0], data.shape[1], *out_spatial),
+                          lambda n, c, *o: te.max(window(n, c, o), axis=rk), name=f"max_pool{tag}")
+    total = te.compute((data.shape[0], data.shape[1], *out_spatial),
+                       lambda n, c, *o: te.sum(window(n, c, o), axis=rk), name=f"pool_sum{tag}")
+
+    def divisor(o):
+        size = 1
+        for oi, i, k, s, p in zip(o, in_spatial, spec.kernel, spec.stride, spec.padding):
+            start = oi * s - p
+            end = tirx.min(start + k, i + p)
+            if not spec.count_include_pad:
+                start, end = tirx.max(start, 0), tirx.min(end, i)
+            size = size * (end - start)
+        return size
+
+    return te.compute(total.shape, lambda n, c, *o: total[(n, c, *o)] / divisor(o).astype(data.dtype),
+                      name=f"avg_pool{tag}")
+
+
+def global_avg_pool(data: te.Tensor, spec: GlobalPoolSpec, tag: str) -> te.Tensor:
+    spatial = [int(s) for s in data.shape[2:]]
+    rk = [te.reduce_axis((0, s), name=f"rk{i}") for i, s in enumerate(spatial)]
+    total = te.compute((data.shape[0], data.shape[1], *[1] * spec.ndim),
+                       lambda n, c, *_: te.sum(data[(n, c, *rk)], axis=rk), name=f"pool_sum{tag}")
+    scale = tirx.const(1.0 / math.prod(spatial), data.dtype)
+    return te.compute(total.shape, lambda *i: total[i] * scale, name=f"global_avg_pool{tag}")
+
+
+def channel_shuffle(data: te.Tensor, spec: ShuffleSpec, tag: str) -> te.Tensor:
+    per_group = int(data.shape[1]) // spec.groups
+    return te.compute(data.shape,
+                      lambda n, c, *s: data[(n, c % spec.groups * per_group + c // spec.groups, *s)],
+                      name=f"channel_shuffle{tag}")

@@ -1,0 +1,414 @@
+"""Auto-scheduling with MetaSchedule (TVM's in-tree successor of Ansor): XGBoost cost model,
+evolutionary search, gradient task scheduler.
+
+A tuning log is a MetaSchedule JSON database directory plus ``target.json``::
+
+    tuning_logs/x86-znver3/
+        target.json                   which target the records were measured on
+        database_workload.json        one line per workload (the IRModule, identified structurally)
+        database_tuning_record.json   one line per measured candidate (trace, run times, target)
+
+Tuning runs on a private copy of the log; after every measured batch the copy is written back
+atomically (write a temp file, rename), so Ctrl-C or a crash never leaves a half-written log.
+
+Throughput: by default candidates are compiled and timed in this process (``InProcessBuilder`` /
+``InProcessRunner``): no worker start-up, no tar/link/load of a shared object per candidate.
+``isolated=True`` uses MetaSchedule's process pools (``LocalBuilder``/``LocalRunner``) with an
+initializer that pays the slow imports once per worker, for kernels that might crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import sys
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+from .targets import ROOT, TargetInfo, resolve
+from .variants import Workload
+
+DB_FILES = ("database_workload.json", "database_tuning_record.json")
+
+
+# ----------------------------------------------------------------------------------------------
+# Logs
+# ----------------------------------------------------------------------------------------------
+
+def default_log(info: TargetInfo) -> Path:
+    return ROOT / "tuning_logs" / info.tag
+
+
+def _target_key(t: dict) -> tuple:
+    return tuple(str(t.get(k, "")) for k in ("kind", "mcpu", "mtriple", "arch"))
+
+
+def check_log(log, info: TargetInfo, must_exist: bool) -> Path:
+    """Validate a log directory: it belongs to ``info``'s target and every line parses."""
+    log = Path(log)
+    meta = log / "target.json"
+    if not log.exists():
+        if must_exist:
+            raise ValueError(f"tuning log {log} does not exist")
+        return log
+    if meta.exists():
+        try:
+            recorded = json.loads(meta.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{meta}: corrupt tuning log metadata ({e})") from None
+        mine = json.loads(info.target_json)
+        if _target_key(recorded.get("tvm_target", {})) != _target_key(mine):
+            raise ValueError(f"tuning log {log} holds records for target {recorded.get('tvm_target')}, "
+                             f"not {mine}: records for another target are never applied")
+    elif any((log / f).exists() for f in DB_FILES):
+        raise ValueError(f"tuning log {log} has no target.json: cannot tell which target it was tuned for")
+    for name in DB_FILES:
+        path = log / name
+        if not path.exists():
+            continue
+        with open(path) as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: corrupt tuning log line ({e.msg}); "
+                                     f"remove or repair that line") from None
+    return log
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _sync(work: Path, log: Path, info: TargetInfo) -> None:
+    log.mkdir(parents=True, exist_ok=True)
+    meta = log / "target.json"
+    if not meta.exists():
+        from .module import write_json_atomic
+        write_json_atomic(meta, {"kind": info.kind, "tag": info.tag, "tvm_target": json.loads(info.target_json)})
+    for name in DB_FILES:
+        if (work / name).exists():
+            _copy_atomic(work / name, log / name)
+
+
+def _open_db(directory: Path):
+    from tvm.s_tir import meta_schedule as ms
+    return ms.database.JSONDatabase(str(directory / DB_FILES[0]), str(directory / DB_FILES[1]),
+                                    allow_missing=True, module_equality="structural")
+
+
+def tuned_ir_module(w: Workload, info: TargetInfo) -> "tvm.IRModule":
+    import tvm
+    layout_free = info.config["tuning"].get("layout_free_weights", False)
+    return tvm.IRModule({"main": w.prim_func(layout_free_weights=layout_free)})
+
+
+def best_record(w: Workload, info: TargetInfo, log):
+    """(best TuningRecord for this workload on this target, its IRModule) or (None, mod)."""
+    log = check_log(log, info, must_exist=True)
+    mod = tuned_ir_module(w, info)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in DB_FILES:
+            if (log / name).exists():
+                shutil.copyfile(log / name, Path(tmp) / name)
+        db = _open_db(Path(tmp))
+        if not db.has_workload(mod):
+            return None, mod
+        mine = _target_key(json.loads(info.target_json))
+        records = [r for r in db.get_top_k(db.commit_workload(mod), 1 << 30)
+                   if _target_key(r.target.export()) == mine and r.run_secs]
+    return (records[0] if records else None), mod
+
+
+def best_schedule(w: Workload, info: TargetInfo, log):
+    """The tuned IRModule for ``w`` from ``log``, or None when the log has no record for it."""
+    from tvm.s_tir import Schedule
+    record, mod = best_record(w, info, log)
+    if record is None:
+        return None
+    sch = Schedule(mod)
+    record.trace.apply_to_schedule(sch, remove_postproc=False)
+    return sch.mod
+
+
+# ----------------------------------------------------------------------------------------------
+# Fast in-process builder and runner
+# ----------------------------------------------------------------------------------------------
+
+_ARTIFACTS: dict[str, object] = {}
+STATS = {"build_s": 0.0, "run_s": 0.0}  # where in-process tuning time goes
+_COUNTER = itertools.count()
+
+
+def _make_builder_runner(info: TargetInfo, isolated: bool):
+    from tvm.s_tir import meta_schedule as ms
+    measure = info.config["tuning"]["measure"]
+    evaluator = ms.runner.EvaluatorConfig(number=measure["number"], repeat=measure["repeat"],
+                                          min_repeat_ms=measure["min_repeat_ms"], enable_cpu_cache_flush=False)
+    if info.kind == "arm":
+        from .arm import device
+        from .devices import ARM_REMOTE
+        builder = ms.builder.LocalBuilder(f_export=device.ms_export, max_workers=1, timeout_sec=180,
+                                          initializer=_warm_worker)
+        return builder, device.make_rpc_runner(**ARM_REMOTE)
+    if isolated or info.kind == "cuda":
+        builder = ms.builder.LocalBuilder(max_workers=os.cpu_count(), timeout_sec=120, initializer=_warm_worker)
+        runner = ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60, initializer=_warm_worker)
+        return builder, runner
+    return InProcessBuilder(info.target), InProcessRunner(evaluator)
+
+
+def _warm_worker() -> None:
+    """Worker initializer: pay the slow imports once per worker, outside any build timeout."""
+    import tvm.s_tir.tensor_intrin  # noqa: F401
+
+
+def _in_process_classes():
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerResult
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class _Builder(PyBuilder):
+        def __init__(self, target):
+            super().__init__()
+            self.target = target
+
+        def build(self, build_inputs):
+            import tvm
+            from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+            t0 = time.time()
+            results = []
+            for inp in build_inputs:
+                try:
+                    # as MetaSchedule's default_build: time the kernel on pre-packed weights
+                    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(inp.mod)
+                    lib = tvm.compile(mod, target=self.target)
+                    key = f"inproc:{next(_COUNTER)}"
+                    _ARTIFACTS[key] = lib
+                    results.append(BuilderResult(key, None))
+                except Exception as e:  # noqa: BLE001 - reported to MetaSchedule as a build error
+                    results.append(BuilderResult(None, f"build error: {e}"))
+            STATS["build_s"] += time.time() - t0
+            return results
+
+    @derived_object
+    class _Runner(PyRunner):
+        def __init__(self, evaluator):
+            super().__init__()
+            self.evaluator = evaluator
+
+        def run(self, runner_inputs):
+            import tvm
+            from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common, run_evaluator_common
+            dev = tvm.cpu()
+            fill = tvm.get_global_func("tvm.contrib.random.random_fill", True)
+            futures = []
+            t0 = time.time()
+            for inp in runner_inputs:
+                lib = _ARTIFACTS.pop(inp.artifact_path, None)
+                try:
+                    args = alloc_argument_common(fill or (lambda a: None), dev, [a.as_json() for a in inp.args_info], 1)
+                    mod = lib.mod if hasattr(lib, "mod") else lib
+                    costs = run_evaluator_common(mod, dev, self.evaluator, args)
+                    futures.append(LocalRunnerFuture(res=costs))
+                except Exception as e:  # noqa: BLE001 - reported as a run error
+                    futures.append(LocalRunnerFuture(error_message=f"run error: {e}"))
+            STATS["run_s"] += time.time() - t0
+            return futures
+
+    return _Builder, _Runner
+
+
+def InProcessBuilder(target):  # noqa: N802 - a class factory (MetaSchedule objects need a live FFI)
+    return _in_process_classes()[0](target)
+
+
+def InProcessRunner(evaluator):  # noqa: N802
+    return _in_process_classes()[1](evaluator)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tuning
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class TaskProgress:
+    name: str
+    flops: int
+    trials: int = 0
+    best_s: float = float("inf")
+    curve: list = None
+
+    @property
+    def best_gflops(self) -> float:
+        return self.flops / self.best_s / 1e9 if self.best_s < float("inf") else 0.0
+
+
+def _rules(cfg: dict):
+    from tvm.s_tir import meta_schedule as ms
+    r = cfg["rules"]
+    mlt = dict(r["multi_level_tiling"])
+    if "reuse_write" in mlt:
+        mlt["reuse_write"] = ms.schedule_rule.ReuseType(**mlt["reuse_write"])
+    return [ms.schedule_rule.AutoInline(**r["auto_inline"]),
+            ms.schedule_rule.AddRFactor(**r["add_rfactor"]),
+            ms.schedule_rule.MultiLevelTiling(**mlt),
+            ms.schedule_rule.ParallelizeVectorizeUnroll(**r["parallel_vectorize_unroll"]),
+            ms.schedule_rule.RandomComputeLocation()]
+
+
+@contextlib.contextmanager
+def _skip_tensor_intrinsics(info: TargetInfo):
+    """TuneContext imports every tensor intrinsic of every target (CUDA, ROCm, Hexagon, ...):
+    ~50 s on a 2-core machine. convtvm's CPU search space has no tensorization rule, so while
+    building its contexts an empty stand-in module is enough."""
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules or "rules" not in info.config["tuning"]:
+        yield
+        return
+    sys.modules[name] = types.ModuleType(name)
+    try:
+        yield
+    finally:
+        del sys.modules[name]
+
+
+def make_context(w: Workload, info: TargetInfo, seed: int | None = None):
+    from tvm.s_tir import meta_schedule as ms
+    cfg = info.config["tuning"]
+    rules = _rules(cfg) if "rules" in cfg else "from-target"
+    space = ms.space_generator.PostOrderApply(sch_rules=rules, postprocs="from-target",
+                                              mutator_probs="from-target")
+    return ms.TuneContext(mod=tuned_ir_module(w, info), target=info.target, space_generator=space,
+                          search_strategy=ms.search_strategy.EvolutionarySearch(**cfg["search"]),
+                          task_name=w.variant, rand_state=-1 if seed is None else seed,
+                          num_threads=os.cpu_count()).clone()
+
+
+def tune(workloads, target="x86", trials: int = 64, log=None, *, weights=None, trials_per_iter: int = 32,
+         isolated: bool = False, seed: int | None = None, progress=print, names=None) -> dict:
+    """Tune one workload or many (the task scheduler shares ``trials`` among them).
+
+    Records go to ``log`` (default ``tuning_logs/<target tag>``); a second run continues from them.
+    Returns {"log", "trials", "seconds", "tasks": [TaskProgress...]}.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    ws = [workloads] if isinstance(workloads, Workload) else list(workloads)
+    if not ws:
+        raise ValueError("nothing to tune: no workloads given")
+    if int(trials) < 1:
+        raise ValueError(f"trials={trials} must be positive")
+    info = resolve(target)
+    log = check_log(log or default_log(info), info, must_exist=False)
+    names = names or [str(w) for w in ws]
+    tasks = [TaskProgress(n, w.flops, curve=[]) for n, w in zip(names, ws)]
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix="convtvm_tune_") as tmp:
+        work = Path(tmp)
+        for name in DB_FILES:
+            if (log / name).exists():
+                shutil.copyfile(log / name, work / name)
+        database = _open_db(work)
+        builder, runner = _make_builder_runner(info, isolated)
+        callbacks = [ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel(),
+                     _progress_callback(tasks, start, progress, lambda: _sync(work, log, info))]
+        if isolated or info.kind != "x86":
+            callbacks.insert(1, ms.measure_callback.RemoveBuildArtifact())
+        with _skip_tensor_intrinsics(info):
+            contexts = [make_context(w, info, seed) for w in ws]
+        progress(f"tuning {len(ws)} task(s) for {info.tag}: {trials} trials, log {log}")
+        try:
+            ms.tune_tasks(tasks=contexts, task_weights=list(weights or [1.0] * len(ws)), work_dir=tmp,
+                          max_trials_global=int(trials), num_trials_per_iter=min(trials_per_iter, int(trials)),
+                          builder=builder, runner=runner, database=database,
+                          cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count()),
+                          measure_callbacks=callbacks,
+                          task_scheduler="gradient" if len(ws) > 1 else "round-robin")
+        finally:
+            _sync(work, log, info)
+            _ARTIFACTS.clear()
+    done = sum(t.trials for t in tasks)
+    secs = time.time() - start
+    progress(f"done: {done} trials in {secs:.0f} s ({60 * done / max(secs, 1e-9):.1f} trials/min; "
+             f"compile {STATS['build_s']:.0f} s, measure {STATS['run_s']:.0f} s, search and cost model the rest); "
+             f"log {log}")
+    return {"log": str(log), "trials": done, "seconds": secs, "tasks": tasks}
+
+
+def _progress_callback(tasks, start, progress, sync):
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class _Progress(PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            t = tasks[task_id]
+            errors = [b.error_msg or r.error_msg for b, r in zip(builder_results, runner_results)
+                      if b.error_msg or r.error_msg]
+            if errors:
+                progress(f"  {len(errors)} of {len(runner_results)} candidates failed; first: "
+                         f"{str(errors[0]).strip().splitlines()[-1][:300]}")
+            for res in runner_results:
+                t.trials += 1
+                if res.run_secs and not res.error_msg:
+                    secs = sum(float(s) for s in res.run_secs) / len(res.run_secs)
+                    t.best_s = min(t.best_s, secs)
+                t.curve.append((t.trials, t.best_s))
+            sync()
+            total = sum(x.trials for x in tasks)
+            progress(f"  [{time.time() - start:6.0f}s] {t.name[:60]}: {t.trials} trials, best "
+                     f"{t.best_s * 1e3:.3f} ms = {t.best_gflops:.1f} GFLOP/s  (all tasks: {total} trials)")
+
+    return _Progress()
+
+
+# ----------------------------------------------------------------------------------------------
+# Pruning: ship only the best records
+# ----------------------------------------------------------------------------------------------
+
+def prune(log, keep: int = 1, out=None) -> int:
+    """Keep the ``keep`` best records per workload (and target). Rewrites the log atomically."""
+    log = Path(log)
+    out = Path(out or log)
+    rows = []
+    with open(log / DB_FILES[1]) as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+    by_wl: dict = {}
+    for wl, rec in rows:
+        secs = rec[1]
+        if not secs:
+            continue
+        mean = sum(secs) / len(secs)
+        by_wl.setdefault((wl, json.dumps(rec[2], sort_keys=True)), []).append((mean, [wl, rec]))
+    kept = [r for lst in by_wl.values() for _, r in sorted(lst, key=lambda x: x[0])[:keep]]
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (DB_FILES[0], "target.json"):
+        if out != log:
+            shutil.copyfile(log / name, out / name)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".prune.")
+    with os.fdopen(fd, "w") as f:
+        for r in kept:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, out / DB_FILES[1])
+    return len(kept)
