@@ -44,13 +44,12 @@ def pool(x, st: PoolSpec):
     return _AVG[st.ndim](x, st.kernel, st.stride, st.padding, st.ceil_mode, st.count_include_pad)
 
 
-def run(workload, xs) -> np.ndarray:
-    """Run the workload's stages in PyTorch on numpy (or torch) inputs; returns numpy."""
-    compute_dtype = torch.float32 if workload.dtype == "float16" else getattr(torch, workload.dtype)
-    ts = [torch.as_tensor(np.asarray(x)).to(compute_dtype) for x in xs]
-    feed = iter(ts[1:])
-    x = ts[0]
-    with torch.no_grad():
+def torch_fn(workload):
+    """A function of torch tensors computing the workload with torch.nn.functional."""
+
+    def f(*ts):
+        feed = iter(ts[1:])
+        x = ts[0]
         for st in workload.stages:
             if isinstance(st, ConvSpec):
                 w = next(feed)
@@ -64,4 +63,15 @@ def run(workload, xs) -> np.ndarray:
                 x = x.mean(dim=tuple(range(2, 2 + st.ndim)), keepdim=True)
             elif isinstance(st, ShuffleSpec):
                 x = F.channel_shuffle(x, st.groups)
-    return x.contiguous().numpy().astype(workload.dtype)
+        return x
+
+    return f
+
+
+def run(workload, xs) -> np.ndarray:
+    """Run the workload in PyTorch on numpy (or torch) inputs; returns numpy."""
+    compute_dtype = torch.float32 if workload.dtype == "float16" else getattr(torch, workload.dtype)
+    ts = [torch.as_tensor(np.asarray(x)).to(compute_dtype) for x in xs]
+    with torch.no_grad():
+        y = torch_fn(workload)(*ts)
+    return y.contiguous().numpy().astype(workload.dtype)

@@ -24,8 +24,10 @@ import itertools
 import json
 import os
 import shutil
-import tempfile
+import signal
 import sys
+import tempfile
+import threading
 import time
 import types
 from dataclasses import dataclass
@@ -151,7 +153,8 @@ def best_schedule(w: Workload, info: TargetInfo, log):
 # ----------------------------------------------------------------------------------------------
 
 _ARTIFACTS: dict[str, object] = {}
-STATS = {"build_s": 0.0, "run_s": 0.0}  # where in-process tuning time goes
+# where in-process tuning time goes; on_measured reports batches before MetaSchedule joins them
+STATS = {"build_s": 0.0, "run_s": 0.0, "measured": 0, "on_measured": lambda n: None}
 _COUNTER = itertools.count()
 
 
@@ -232,6 +235,8 @@ def _in_process_classes():
                 except Exception as e:  # noqa: BLE001 - reported as a run error
                     futures.append(LocalRunnerFuture(error_message=f"run error: {e}"))
             STATS["run_s"] += time.time() - t0
+            STATS["measured"] += len(runner_inputs)
+            STATS["on_measured"](len(runner_inputs))
             return futures
 
     return _Builder, _Runner
@@ -336,6 +341,13 @@ def tune(workloads, target="x86", trials: int = 64, log=None, *, weights=None, t
         with _skip_tensor_intrinsics(info):
             contexts = [make_context(w, info, seed) for w in ws]
         progress(f"tuning {len(ws)} task(s) for {info.tag}: {trials} trials, log {log}")
+        STATS.update(build_s=0.0, run_s=0.0, measured=0, on_measured=lambda n: progress(
+            f"  [{time.time() - start:6.0f}s] measured {n} candidates ({STATS['measured']} in all)"))
+        interrupted = []
+        previous = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is threading.main_thread():
+            chain = previous if callable(previous) else signal.default_int_handler
+            signal.signal(signal.SIGINT, lambda *a: (interrupted.append(True), chain(*a)))
         try:
             ms.tune_tasks(tasks=contexts, task_weights=list(weights or [1.0] * len(ws)), work_dir=tmp,
                           max_trials_global=int(trials), num_trials_per_iter=min(trials_per_iter, int(trials)),
@@ -343,7 +355,13 @@ def tune(workloads, target="x86", trials: int = 64, log=None, *, weights=None, t
                           cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count()),
                           measure_callbacks=callbacks,
                           task_scheduler="gradient" if len(ws) > 1 else "round-robin")
+        except Exception:
+            if interrupted:  # Ctrl-C inside a MetaSchedule callback surfaces as an FFI error
+                raise KeyboardInterrupt from None
+            raise
         finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, previous)
             _sync(work, log, info)
             _ARTIFACTS.clear()
     done = sum(t.trials for t in tasks)

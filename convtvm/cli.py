@@ -1,0 +1,237 @@
+"""The ``convtvm`` command line: check, tune, build, bench, report, prune-log, device setup."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_params(items) -> dict:
+    """["in_channels=64", "input_size=56,56", "padding=same"] -> kwargs."""
+    params = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"parameter {item!r} must look like name=value (e.g. kernel_size=3)")
+        key, _, val = item.partition("=")
+        params[key.strip().replace("-", "_")] = _value(val)
+    return params
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="x86", help="x86, arm or cuda (default x86)")
+    p.add_argument("--arm-cpu", help="ARM: adds mcpu, e.g. cortex-a72, neoverse-n1")
+    p.add_argument("--cuda-arch", default="sm_90", help="CUDA: sm_XX (default sm_90)")
+    p.add_argument("--rpc", help="ARM: a TVM RPC server HOST:PORT (a real board)")
+    p.add_argument("--rpc-tracker", help="ARM: a TVM RPC tracker HOST:PORT")
+    p.add_argument("--rpc-key", help="ARM: the device key at the tracker")
+
+
+def _target(args):
+    from . import devices
+    from .targets import resolve
+    if args.target == "arm":
+        devices.set_arm_remote(rpc=args.rpc, tracker=args.rpc_tracker, key=args.rpc_key)
+    return resolve(args.target, arm_cpu=args.arm_cpu, cuda_arch=args.cuda_arch)
+
+
+def _workloads(args) -> dict:
+    from . import suites
+    from .variants import workload
+    if getattr(args, "suite", None):
+        return suites.suite(args.suite)
+    if getattr(args, "file", None):
+        return suites.load_file(args.file)
+    if getattr(args, "variant", None):
+        w = workload(args.variant, **parse_params(args.params))
+        return {args.variant: w}
+    raise ValueError("name a variant (with name=value parameters), --suite NAME or --file FILE")
+
+
+# ------------------------------------------------------------------------------------------------
+def cmd_check(args) -> int:
+    import numpy as np
+
+    from . import build, suites
+    info = _target(args)
+    reps = suites.representative()
+    names = args.variants or list(reps)
+    unknown = [n for n in names if n not in reps]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {', '.join(unknown)}")
+    runs = not (info.kind == "cuda" and not _has_gpu())
+    print(f"convtvm check --target {info.kind} ({info.tag}){'' if runs else ': no GPU here, build only'}")
+    header = f"{'variant':28s} {'input -> output':44s} {'schedule':9s} {'max rel err':>11s} {'build s':>8s} {'run ms':>8s}"
+    print(header)
+    print("-" * len(header))
+    failed = 0
+    for name in names:
+        w = reps[name]
+        t0 = time.time()
+        m = build(w, info, tuning_log=args.log)
+        t_build = time.time() - t0
+        shape = f"{w.input_shapes[0]} -> {w.output_shape}"
+        if not runs:
+            print(f"{name:28s} {shape:44s} {m.schedule:9s} {'built':>11s} {t_build:8.2f} {'-':>8s}")
+            continue
+        xs = w.random_inputs(seed=int(time.time()) % 10000)
+        t0 = time.time()
+        y = m(*xs)
+        t_run = (time.time() - t0) * 1e3
+        ref = w.reference(*xs)
+        err = float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-30))
+        ok = err <= 1e-4
+        failed += not ok
+        print(f"{name:28s} {shape:44s} {m.schedule:9s} {err:11.2e} {t_build:8.2f} {t_run:8.2f}"
+              f"{'' if ok else '  FAIL'}")
+    print(f"{len(names) - failed} of {len(names)} variants match torch (max rel err <= 1e-4)" if runs
+          else f"{len(names)} variants built for {info.tag}")
+    return 1 if failed else 0
+
+
+def _has_gpu() -> bool:
+    import tvm
+    return tvm.cuda(0).exist
+
+
+def cmd_tune(args) -> int:
+    from . import tune
+    info = _target(args)
+    if args.model:
+        from .graph import tune_model
+        tune_model(args.model, args.input_size, info, args.trials, args.log)
+        return 0
+    ws = _workloads(args)
+    try:
+        tune(list(ws.values()), info, trials=args.trials, log=args.log, names=list(ws),
+             isolated=args.isolated, trials_per_iter=args.trials_per_iter)
+    except KeyboardInterrupt:
+        print("\ninterrupted: every measured batch is already in the log", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_build(args) -> int:
+    from . import build
+    info = _target(args)
+    ws = _workloads(args)
+    out = Path(args.output)
+    for name, w in ws.items():
+        path = out if len(ws) == 1 and out.suffix == ".so" else out / f"{name}.so"
+        print(f"building {w} for {info.tag} ...", flush=True)
+        m = build(w, info, tuning_log=args.log)
+        m.export(path)
+        print(f"  {m.schedule} schedule -> {path} (+ {path.name}.json)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+    info = _target(args)
+    if args.model:
+        from .graph import bench_model
+        result = bench_model(args.model, args.input_size, info, args.log, rounds=args.rounds)
+    else:
+        result = bench.bench_ops(_workloads(args), info, log=args.log, rounds=args.rounds)
+        print()
+        print(bench.table(result))
+    out = Path(args.output or f"results/{info.tag}-{'model' if args.model else args.suite or 'ops'}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from .module import write_json_atomic
+    write_json_atomic(out, result)
+    print(f"\nresults written to {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import render_report
+    html, md = render_report(args.results, args.output)
+    print(f"wrote {html} and {md}")
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from .tuning import prune
+    n = prune(args.log, keep=args.keep, out=args.output)
+    print(f"kept {n} records in {args.output or args.log}")
+    return 0
+
+
+def cmd_device(args) -> int:
+    if args.action != "setup" or args.device != "arm-emulated":
+        raise ValueError("usage: convtvm device setup arm-emulated")
+    from .arm import device
+    device.setup(verbose=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="convtvm", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("check", help="build every variant on representative shapes and compare with torch")
+    _target_args(p)
+    p.add_argument("--log", help="tuning log directory to take tuned schedules from")
+    p.add_argument("variants", nargs="*", help="only these variants")
+    p.set_defaults(fn=cmd_check)
+
+    for verb, fn, hlp in (("tune", cmd_tune, "auto-schedule with MetaSchedule"),
+                          ("build", cmd_build, "compile to .so + manifest"),
+                          ("bench", cmd_bench, "time against PyTorch, write JSON results")):
+        p = sub.add_parser(verb, help=hlp)
+        _target_args(p)
+        p.add_argument("variant", nargs="?", help="a variant name (see convtvm.variants())")
+        p.add_argument("params", nargs="*", help="name=value parameters, e.g. in_channels=64 input_size=56,56")
+        p.add_argument("--suite", help="a named suite: ansor, extras, all")
+        p.add_argument("--file", help="a JSON file of workloads")
+        p.add_argument("--log", help="tuning log directory (default tuning_logs/<target tag>)")
+        p.add_argument("--model", help="a network, e.g. efficientnet_v2_s")
+        p.add_argument("--input-size", type=int, default=224, help="network input size (default 224)")
+        if verb == "tune":
+            p.add_argument("--trials", type=int, default=64, help="measured trials in all (default 64)")
+            p.add_argument("--trials-per-iter", type=int, default=32)
+            p.add_argument("--isolated", action="store_true",
+                           help="compile and measure in worker processes (safer, slower)")
+        if verb == "build":
+            p.add_argument("-o", "--output", default="build", help="output .so (one workload) or folder")
+        if verb == "bench":
+            p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (median)")
+            p.add_argument("-o", "--output", help="result JSON (default results/<target>-<suite>.json)")
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("report", help="render bench results as report.html + report.md")
+    p.add_argument("results", nargs="+")
+    p.add_argument("-o", "--output", required=True, help="output folder, e.g. reports/x86")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("prune-log", help="keep only the best records of a tuning log")
+    p.add_argument("log")
+    p.add_argument("--keep", type=int, default=1)
+    p.add_argument("-o", "--output")
+    p.set_defaults(fn=cmd_prune)
+
+    p = sub.add_parser("device", help="set up a device: convtvm device setup arm-emulated")
+    p.add_argument("action")
+    p.add_argument("device")
+    p.set_defaults(fn=cmd_device)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"convtvm {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

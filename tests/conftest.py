@@ -1,0 +1,23 @@
+import os
+import secrets
+
+import numpy as np
+import pytest
+
+# Fresh random inputs on every run; the seed is printed so a failure can be replayed.
+SEED = int(os.environ.get("CONVTVM_TEST_SEED", secrets.randbelow(1 << 31)))
+
+
+def pytest_report_header(config):
+    return f"convtvm test seed: {SEED} (set CONVTVM_TEST_SEED to replay)"
+
+
+@pytest.fixture
+def seed():
+    return SEED
+
+
+def rel_err(y, ref) -> float:
+    y, ref = np.asarray(y, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    assert y.shape == ref.shape, f"shape {y.shape} != reference {ref.shape}"
+    return float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-30))

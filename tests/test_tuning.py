@@ -1,0 +1,114 @@
+"""MetaSchedule tuning: records, resume, foreign targets, corrupt logs, Ctrl-C."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import convtvm
+from convtvm import tuning
+from convtvm.targets import resolve
+from conftest import rel_err
+
+W = convtvm.workload("conv2d", in_channels=8, out_channels=16, input_size=(14, 14), kernel_size=3, padding=1,
+                     bias=True)
+
+
+def records(log) -> list:
+    path = Path(log) / tuning.DB_FILES[1]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def tuned_log(tmp_path_factory):
+    log = tmp_path_factory.mktemp("tune") / "x86"
+    result = convtvm.tune(W, "x86", trials=8, log=log, trials_per_iter=8, seed=1)
+    assert result["trials"] == 8
+    return log
+
+
+def test_tune_writes_records_and_build_uses_them(tuned_log, seed):
+    recs = records(tuned_log)
+    assert len(recs) == 8
+    assert json.loads((tuned_log / "target.json").read_text())["kind"] == "x86"
+    m = convtvm.build(W, "x86", tuning_log=tuned_log)
+    assert m.schedule == "tuned"
+    xs = W.random_inputs(seed=seed)
+    assert rel_err(m(*xs), W.reference(*xs)) <= 1e-4
+
+
+def test_workload_without_record_falls_back(tuned_log):
+    other = convtvm.workload("conv1d", in_channels=4, out_channels=4, input_size=(16,), kernel_size=3)
+    assert convtvm.build(other, "x86", tuning_log=tuned_log).schedule == "fallback"
+
+
+def test_resume_continues(tuned_log, tmp_path):
+    log = tmp_path / "x86"
+    shutil.copytree(tuned_log, log)
+    before = records(log)
+    best_before = min(sum(r[1][1]) / len(r[1][1]) for r in before)
+    convtvm.tune(W, "x86", trials=8, log=log, trials_per_iter=8, seed=2)
+    after = records(log)
+    assert after[:len(before)] == before  # old records kept as they were
+    assert len(after) == len(before) + 8
+    traces = [json.dumps(r[1][0]) for r in after]
+    assert len(set(traces)) == len(traces), "a measured candidate was measured again"
+    assert (log / tuning.DB_FILES[0]).read_text().count("\n") == 1  # still one workload
+    best_after = min(sum(r[1][1]) / len(r[1][1]) for r in after)
+    assert best_after <= best_before
+
+
+def test_foreign_target_log_is_refused(tuned_log):
+    with pytest.raises(ValueError, match="holds records for target"):
+        convtvm.build(W, "arm", tuning_log=tuned_log)
+    with pytest.raises(ValueError, match="holds records for target"):
+        convtvm.tune(W, "arm", trials=1, log=tuned_log)
+
+
+def test_corrupt_log_gets_clear_error(tuned_log, tmp_path):
+    log = tmp_path / "x86"
+    shutil.copytree(tuned_log, log)
+    with open(log / tuning.DB_FILES[1], "a") as f:
+        f.write('[0, {"broken": \n')
+    n = len((log / tuning.DB_FILES[1]).read_text().splitlines())
+    with pytest.raises(ValueError, match=rf"database_tuning_record.json:{n}: corrupt tuning log line"):
+        convtvm.build(W, "x86", tuning_log=log)
+
+
+def test_prune_keeps_the_best(tuned_log, tmp_path):
+    out = tmp_path / "pruned"
+    assert tuning.prune(tuned_log, keep=1, out=out) == 1
+    m = convtvm.build(W, "x86", tuning_log=out)
+    assert m.schedule == "tuned"
+    best = min(sum(r[1][1]) / len(r[1][1]) for r in records(tuned_log))
+    assert sum(records(out)[0][1][1]) / len(records(out)[0][1][1]) == best
+
+
+def test_sigint_loses_no_committed_record(tmp_path):
+    log = tmp_path / "x86"
+    cmd = [sys.executable, "-m", "convtvm.cli", "tune", "conv2d", "in_channels=8", "out_channels=16",
+           "input_size=14,14", "kernel_size=3", "padding=1", "--trials", "200", "--trials-per-iter", "4",
+           "--log", str(log)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rec_file = log / tuning.DB_FILES[1]
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if rec_file.exists() and len(rec_file.read_text().splitlines()) >= 8:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read()
+    seen = records(log)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    final = records(log)
+    assert final[:len(seen)] == seen and len(final) >= len(seen)
+    tuning.check_log(log, resolve("x86"), must_exist=True)  # every line still parses
+    assert convtvm.build(W.__class__(W.variant, W.params, W.stages), "x86", tuning_log=log).schedule == "tuned"
