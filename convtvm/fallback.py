@@ -5,7 +5,10 @@ CPU (x86, arm): every reduction (convolution, pooling) gets a register-tiled acc
 a parallel outer loop, a vectorised inner loop and unrolled register tiles. The knobs (vector
 lanes, register tile, unroll) come from schedules/<target>.json "fallback".
 
-CUDA: TVM's dlight GPU rules, in the order schedules/cuda.json lists them.
+CUDA: the rules schedules/cuda.json "fallback.rules" lists, first match wins: "convtvm.Direct"
+(below: convolution and pooling reductions as one thread per register tile of outputs, accumulator
+in registers, padding inlined into the loads, epilogue fused into the write-back) and TVM's dlight
+GPU rules by name (global pooling: dl.gpu.Reduction; pure data movement: dl.gpu.Fallback).
 """
 
 from __future__ import annotations
@@ -23,11 +26,170 @@ def apply(func, kind: str, cfg: dict, target) -> tvm.IRModule:
 
 
 def _gpu(func, cfg, target) -> tvm.IRModule:
-    from tvm.s_tir import dlight as dl
-    rules = [getattr(dl.gpu, name)() for name in cfg["dlight_rules"]]
-    mod = tvm.IRModule({"main": func})
+    from . import cuda  # noqa: F401 - registers convtvm's CUDA compile hooks (nvcc, the target's arch)
+    tried = []
     with target:
-        return dl.ApplyDefaultSchedule(*rules)(mod)
+        for name in cfg["rules"]:
+            rule = _gpu_rule(name, cfg)
+            try:
+                sch = rule.apply(func, target, False)
+            except Exception as e:  # noqa: BLE001 - a rule that cannot handle this structure: the next one
+                tried.append(f"{name}: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__}")
+                continue
+            if sch is None:
+                tried.append(f"{name}: does not apply")
+                continue
+            sch = sch[0] if isinstance(sch, (list, tuple)) else sch
+            return tvm.IRModule({"main": sch.mod["main"].with_attr("tirx.is_scheduled", True)})
+    raise ValueError("no CUDA fallback rule schedules this function (an unscheduled kernel would not compile): "
+                     + "; ".join(tried))
+
+
+def _gpu_rule(name: str, cfg):
+    if name == "convtvm.Direct":
+        return _direct_rule(cfg["direct"])
+    from tvm.s_tir import dlight as dl
+    if not hasattr(dl.gpu, name):
+        raise ValueError(f"schedules/cuda.json: unknown GPU rule {name!r} (convtvm.Direct or a tvm dlight.gpu rule)")
+    return getattr(dl.gpu, name)()
+
+
+def _direct_rule(knobs):
+    class _Direct:
+        def apply(self, func, target, _tunable):
+            return _gpu_direct(func, knobs, target)
+    return _Direct()
+
+
+def _gpu_direct(func, knobs, target):
+    """Conv / pooling reductions, one thread per output register tile.
+
+    Every reduction gets a "local" accumulator (registers) whose write-back carries the fused
+    elementwise epilogue (bias, batch-norm + SiLU, average divisor); padding / dilation producers are
+    inlined into the loads. The spatial loops are fused (innermost output axis fastest, so a warp reads
+    and writes consecutive addresses) and split over blockIdx.x / threadIdx.x; each thread runs the
+    reduction serially over a register tile of ``channel_tile`` outputs along the axis the largest input
+    does not depend on (the output channel of a convolution: one input load feeds every tile FMA).
+    Returns None (the next rule decides) for functions without a reduction, or with a reduction too
+    small to fill a GPU (global pooling: dlight's cross-thread Reduction rule fits those better)."""
+    sch = Schedule(tvm.IRModule({"main": func}))
+    root = sch.get_sblock("root")
+    reductions = [b for b in sch.get_child_blocks(root) if _is_reduction(sch, b)]
+    if not reductions:
+        return None
+    for red in reductions:
+        spatial = [iv for iv in sch.get(red).iter_vars if iv.iter_type != _REDUCE]
+        outputs = 1
+        for iv in spatial:
+            outputs *= int(iv.dom.extent)
+        if outputs < knobs["min_outputs"]:
+            return None
+    writebacks = []
+    for red in reductions:
+        wb = sch.cache_write(red, 0, "local")
+        while True:
+            consumers = sch.get_consumers(wb)
+            if len(consumers) != 1:
+                break
+            try:
+                sch.reverse_compute_inline(consumers[0])
+            except ScheduleError:
+                break
+        writebacks.append(wb)
+    tiled = {sch.get(b).name_hint for b in reductions + writebacks}
+    for block in sch.get_child_blocks(root):  # padding, dilation: into the loads
+        if sch.get(block).name_hint in tiled or not sch.get_consumers(block):
+            continue
+        try:
+            sch.compute_inline(block)
+        except ScheduleError:
+            pass
+    threads = int(knobs["threads_per_block"])
+    rest = [b for b in sch.get_child_blocks(root)  # what is left (e.g. a channel shuffle): one thread each
+            if sch.get(b).name_hint not in tiled and sch.get_loops(b)]
+    for red, wb in zip(reductions, writebacks):
+        _gpu_tile_reduction(sch, red, wb, knobs, threads)
+    for block in rest:
+        loops = sch.get_loops(block)
+        _gpu_bind(sch, sch.fuse(*loops) if len(loops) > 1 else loops[0], threads)
+    return sch
+
+
+def _gpu_bind(sch, fused, threads: int):
+    extent = int(sch.get(fused).extent)
+    threads = min(threads, max(32, 1 << (extent - 1).bit_length()))
+    bx, tx = sch.split(fused, [None, threads])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    return bx, tx
+
+
+def _gpu_tile_reduction(sch, red, wb, knobs, threads: int) -> None:
+    loops = sch.get_loops(red)
+    ivs = list(sch.get(red).iter_vars)
+    kinds = [iv.iter_type for iv in ivs]
+    spatial = [lp for lp, k in zip(loops, kinds) if k != _REDUCE]
+    reduce = [lp for lp, k in zip(loops, kinds) if k == _REDUCE]
+    inner = []
+    axis, tile = _gpu_reuse_axis(sch, red, ivs, knobs["channel_tile"]) if len(loops) == len(ivs) else (None, 1)
+    if tile > 1:
+        pos = [i for i, k in enumerate(kinds) if k != _REDUCE].index(axis)
+        outer, tile_loop = sch.split(spatial[pos], [None, tile])
+        spatial[pos] = outer
+        inner.append(tile_loop)
+    sch.reorder(*spatial, *reduce, *inner)
+    bx, tx = _gpu_bind(sch, sch.fuse(*spatial) if len(spatial) > 1 else spatial[0], threads)
+    sch.annotate(bx, "pragma_auto_unroll_max_step", int(knobs["unroll_max_step"]))
+    sch.annotate(bx, "pragma_unroll_explicit", 1)
+    sch.reverse_compute_at(wb, tx)
+    if reduce:
+        sch.decompose_reduction(red, reduce[0])
+    for block in (red, wb):
+        block_loops = sch.get_loops(block)
+        if inner and int(sch.get(block_loops[-1]).extent) == tile:
+            sch.unroll(block_loops[-1])
+
+
+def _buffer_of(region):
+    return getattr(region, "buffer", None) or region.source  # BufferRegion / TensorRegion (0.27)
+
+
+def _gpu_reuse_axis(sch, red, ivs, tiles):
+    """(index among the spatial iter vars, tile) of the axis to tile in registers: not the innermost
+    (it is the thread axis), and one the block's largest input does not depend on within a tile, so
+    one load serves the whole tile. (None, 1) when there is none."""
+    from tvm import tirx
+    from tvm.sym import Analyzer
+    block = sch.get(red)
+    reads = [r for r in block.reads if _buffer_of(r).scope() != "local"]
+    if not reads:
+        return None, 1
+
+    def size(region):
+        n = 1
+        for s in _buffer_of(region).shape:
+            n *= int(s)
+        return n
+
+    largest = max(reads, key=size)
+    spatial = [iv for iv in ivs if iv.iter_type != _REDUCE]
+    for i, iv in enumerate(spatial[:-1]):
+        extent = int(iv.dom.extent)
+        for tile in tiles:
+            if extent % tile or extent < tile:
+                continue
+            ana = Analyzer()
+            for other in ivs:
+                if not other.var.same_as(iv.var):
+                    ana.bind(other.var, other.dom)
+            vo, vi = tirx.Var("vo", iv.var.ty), tirx.Var("vi", iv.var.ty)
+            ana.bind(vo, tvm.ir.Range(0, extent // tile))
+            ana.bind(vi, tvm.ir.Range(0, tile))
+            ana.bind(iv.var, vo * tile + vi)
+            uses = [v for r in largest.region for v in tirx.analysis.undefined_vars(ana.simplify(r.min))]
+            if not any(v.same_as(vi) for v in uses):
+                return i, tile
+    return None, 1
 
 
 def _is_reduction(sch: Schedule, block) -> bool:

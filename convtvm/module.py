@@ -109,6 +109,9 @@ class Module:
                 "sha256": _sha256(tmp),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
+            if self.target.kind == "cuda":  # arch, format, kernels of the compiled code in the file
+                from . import cuda
+                manifest["cuda"] = cuda.manifest_entry(tmp)
             write_json_atomic(manifest_path(path), manifest)
             os.replace(tmp, path)
         finally:
@@ -121,6 +124,9 @@ class Module:
         if self.target.kind == "arm":
             from .arm import device
             self.lib.export_library(tmp, fcompile=device.cross_compiler())
+        elif self.target.kind == "cuda":  # the kernels compiled for the arch, not CUDA source
+            from . import cuda
+            cuda.export_library(self, tmp)
         else:
             self.lib.export_library(tmp)
 

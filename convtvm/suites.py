@@ -122,7 +122,14 @@ REPRESENTATIVE: dict[str, dict] = {
     "conv2d_bn_silu": dict(in_channels=8, out_channels=16, input_size=(19, 17), kernel_size=3, stride=2, padding=1),
 }
 
-SUITES = {"ansor": ANSOR, "extras": EXTRAS, "all": {**ANSOR, **EXTRAS}}
+# The three shapes the fallback schedules are reported on.
+SPOTCHECK: dict[str, tuple[str, dict]] = {
+    "conv3x3-64-56": _conv("conv2d", (56, 56), 64, 64, 3, 1, 1),
+    "dw3x3-144-28": ("depthwise_conv2d", dict(in_channels=144, input_size=(28, 28), kernel_size=3, padding=1)),
+    "t4x4s2-512-256-4": _conv("conv_transpose2d", (4, 4), 512, 256, 4, 2, 1),
+}
+
+SUITES = {"ansor": ANSOR, "extras": EXTRAS, "all": {**ANSOR, **EXTRAS}, "spotcheck": SPOTCHECK}
 
 
 def representative() -> dict[str, Workload]:

@@ -93,7 +93,7 @@ def test_prune_keeps_the_best(tuned_log, tmp_path):
 def test_sigint_loses_no_committed_record(tmp_path):
     log = tmp_path / "x86"
     cmd = [sys.executable, "-m", "convtvm.cli", "tune", "conv2d", "in_channels=8", "out_channels=16",
-           "input_size=14,14", "kernel_size=3", "padding=1", "--trials", "200", "--trials-per-iter", "4",
+           "input_size=14,14", "kernel_size=3", "padding=1", "bias=True", "--trials", "200", "--trials-per-iter", "4",
            "--log", str(log)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rec_file = log / tuning.DB_FILES[1]
@@ -111,4 +111,4 @@ def test_sigint_loses_no_committed_record(tmp_path):
     final = records(log)
     assert final[:len(seen)] == seen and len(final) >= len(seen)
     tuning.check_log(log, resolve("x86"), must_exist=True)  # every line still parses
-    assert convtvm.build(W.__class__(W.variant, W.params, W.stages), "x86", tuning_log=log).schedule == "tuned"
+    assert convtvm.build(W, "x86", tuning_log=log).schedule == "tuned"
