@@ -162,7 +162,8 @@ def cmd_report(args) -> int:
 
 def cmd_prune(args) -> int:
     from .tuning import prune
-    n = prune(args.log, keep=args.keep, out=args.output)
+    from . import suites
+    n = prune(args.log, keep=args.keep, out=args.output, workloads=suites.suite(args.suite) if args.suite else None)
     print(f"kept {n} records in {args.output or args.log}")
     return 0
 
@@ -217,6 +218,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("prune-log", help="keep only the best records of a tuning log")
     p.add_argument("log")
     p.add_argument("--keep", type=int, default=1)
+    p.add_argument("--suite", help="also record trials and tuning curves for this suite's workloads")
     p.add_argument("-o", "--output")
     p.set_defaults(fn=cmd_prune)
 

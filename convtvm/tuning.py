@@ -403,15 +403,51 @@ def _progress_callback(tasks, start, progress, sync):
 # Pruning: ship only the best records
 # ----------------------------------------------------------------------------------------------
 
-def prune(log, keep: int = 1, out=None) -> int:
-    """Keep the ``keep`` best records per workload (and target). Rewrites the log atomically."""
+def _rows(log: Path) -> list:
+    with open(log / DB_FILES[1]) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def summarize(log, workloads: dict, info: TargetInfo) -> dict:
+    """Per workload key: trials measured and the tuning curve [[trial, best ms so far], ...], in
+    measurement order. Written beside pruned logs (trials.json, curves.json), which keep only the best."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    log = Path(log)
+    with open(log / DB_FILES[0]) as f:
+        mods = [ms.database.Workload.from_json(json.loads(line)).mod for line in f if line.strip()]
+    index = {}
+    for w in workloads.values():
+        mod = tuned_ir_module(w, info)
+        for i, m in enumerate(mods):
+            if tvm.ir.structural_equal(m, mod):
+                index[i] = w.key
+    summary: dict = {}
+    for wl, rec in _rows(log):
+        if wl not in index:
+            continue
+        entry = summary.setdefault(index[wl], {"trials": 0, "curve": [], "best": float("inf")})
+        entry["trials"] += 1
+        if rec[1]:
+            entry["best"] = min(entry["best"], 1e3 * sum(rec[1]) / len(rec[1]))
+        if entry["best"] < float("inf"):
+            entry["curve"].append([entry["trials"], round(entry["best"], 5)])
+    return summary
+
+
+def prune(log, keep: int = 1, out=None, workloads: dict | None = None) -> int:
+    """Keep the ``keep`` best records per workload (and target). Rewrites the log atomically.
+    With ``workloads``, also writes trials.json and curves.json (how the kept records were found)."""
     log = Path(log)
     out = Path(out or log)
-    rows = []
-    with open(log / DB_FILES[1]) as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
+    if workloads:
+        info = resolve(json.loads((log / "target.json").read_text())["tvm_target"])
+        summary = summarize(log, workloads, info)
+        from .module import write_json_atomic
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "trials.json", {k: v["trials"] for k, v in summary.items()})
+        write_json_atomic(out / "curves.json", {k: v["curve"] for k, v in summary.items()})
+    rows = _rows(log)
     by_wl: dict = {}
     for wl, rec in rows:
         secs = rec[1]
