@@ -40,9 +40,22 @@ def _gpu(func, cfg, target) -> tvm.IRModule:
                 tried.append(f"{name}: does not apply")
                 continue
             sch = sch[0] if isinstance(sch, (list, tuple)) else sch
+            unbound = _gpu_unbound_blocks(sch)
+            if unbound:
+                tried.append(f"{name}: left {', '.join(unbound)} without a thread binding")
+                continue
             return tvm.IRModule({"main": sch.mod["main"].with_attr("tirx.is_scheduled", True)})
     raise ValueError("no CUDA fallback rule schedules this function (an unscheduled kernel would not compile): "
                      + "; ".join(tried))
+
+
+def _gpu_unbound_blocks(sch) -> list[str]:
+    """Blocks not under a blockIdx/threadIdx loop: they would not compile for a GPU."""
+    out = []
+    for block in sch.get_child_blocks(sch.get_sblock("root", func_name="main")):
+        if not any(sch.get(lp).thread_binding is not None for lp in sch.get_loops(block)):
+            out.append(sch.get(block).name_hint)
+    return out
 
 
 def _gpu_rule(name: str, cfg):
@@ -70,20 +83,23 @@ def _gpu_direct(func, knobs, target):
     and writes consecutive addresses) and split over blockIdx.x / threadIdx.x; each thread runs the
     reduction serially over a register tile of ``channel_tile`` outputs along the axis the largest input
     does not depend on (the output channel of a convolution: one input load feeds every tile FMA).
-    Returns None (the next rule decides) for functions without a reduction, or with a reduction too
-    small to fill a GPU (global pooling: dlight's cross-thread Reduction rule fits those better)."""
+    Returns None (the next rule decides) for functions without a reduction, or with a reduction that
+    has fewer than ``min_outputs`` outputs, each longer than ``max_serial_reduction`` (global pooling:
+    dlight's cross-thread Reduction rule fits those better)."""
     sch = Schedule(tvm.IRModule({"main": func}))
     root = sch.get_sblock("root")
     reductions = [b for b in sch.get_child_blocks(root) if _is_reduction(sch, b)]
     if not reductions:
         return None
     for red in reductions:
-        spatial = [iv for iv in sch.get(red).iter_vars if iv.iter_type != _REDUCE]
-        outputs = 1
-        for iv in spatial:
-            outputs *= int(iv.dom.extent)
-        if outputs < knobs["min_outputs"]:
-            return None
+        outputs, reduced = 1, 1
+        for iv in sch.get(red).iter_vars:
+            if iv.iter_type == _REDUCE:
+                reduced *= int(iv.dom.extent)
+            else:
+                outputs *= int(iv.dom.extent)
+        if outputs < knobs["min_outputs"] and reduced > knobs["max_serial_reduction"]:
+            return None  # few outputs, long reductions (global pooling): a cross-thread reduction rule
     writebacks = []
     for red in reductions:
         wb = sch.cache_write(red, 0, "local")

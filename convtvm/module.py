@@ -26,6 +26,9 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
     from . import fallback, tuning
 
     info = resolve(target, **target_options)
+    if info.kind == "cuda":
+        from . import cuda
+        cuda.register()  # compile device code ahead of time with the chosen compiler, for the target's arch
     record = tuning.best_schedule(w, info, tuning_log) if tuning_log else None
     if record is not None:
         mod, schedule = record, "tuned"
