@@ -100,26 +100,7 @@ def _gpu_direct(func, knobs, target):
                 outputs *= int(iv.dom.extent)
         if outputs < knobs["min_outputs"] and reduced > knobs["max_serial_reduction"]:
             return None  # few outputs, long reductions (global pooling): a cross-thread reduction rule
-    writebacks = []
-    for red in reductions:
-        wb = sch.cache_write(red, 0, "local")
-        while True:
-            consumers = sch.get_consumers(wb)
-            if len(consumers) != 1:
-                break
-            try:
-                sch.reverse_compute_inline(consumers[0])
-            except ScheduleError:
-                break
-        writebacks.append(wb)
-    tiled = {sch.get(b).name_hint for b in reductions + writebacks}
-    for block in sch.get_child_blocks(root):  # padding, dilation: into the loads
-        if sch.get(block).name_hint in tiled or not sch.get_consumers(block):
-            continue
-        try:
-            sch.compute_inline(block)
-        except ScheduleError:
-            pass
+    writebacks, tiled = _accumulate_locally(sch, reductions, keep=())  # padding, dilation: into the loads
     threads = int(knobs["threads_per_block"])
     rest = [b for b in sch.get_child_blocks(root)  # what is left (e.g. a channel shuffle): one thread each
             if sch.get(b).name_hint not in tiled and sch.get_loops(b)]
@@ -216,33 +197,36 @@ def _pick(extent: int, choices) -> int:
     return next((c for c in choices if extent % c == 0 and extent >= c), 1)
 
 
-def _cpu(func, cfg) -> tvm.IRModule:
-    sch = Schedule(tvm.IRModule({"main": func}))
-    reductions = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if _is_reduction(sch, b)]
+def _accumulate_locally(sch: Schedule, reductions, keep) -> tuple[list, set]:
+    """Give every reduction a local accumulator (cache_write) with its elementwise consumers (bias,
+    batch-norm + SiLU, average divisor) fused into the write-back, then inline the injective
+    producers whose names do not start with ``keep``. Returns (write-backs, names of the blocks done)."""
     writebacks = []
     for red in reductions:
         wb = sch.cache_write(red, 0, "local")
-        # fuse the elementwise consumers (bias, batch-norm + SiLU, average divisor) into the write-back
-        while True:
-            consumers = sch.get_consumers(wb)
-            if len(consumers) != 1:
-                break
+        while len(consumers := sch.get_consumers(wb)) == 1:
             try:
                 sch.reverse_compute_inline(consumers[0])
-            except ScheduleError:
+            except (ScheduleError, tvm.error.InternalError):
                 break
         writebacks.append(wb)
     tiled = {sch.get(b).name_hint for b in reductions + writebacks}
-    # inline injective producers into their consumers, except padding, which stays a cheap
-    # separate pass so that the reductions read without bounds checks
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         name = sch.get(block).name_hint
-        if name in tiled or name.startswith(("pad", "dilate_pad")) or not sch.get_consumers(block):
+        if name in tiled or (keep and name.startswith(keep)) or not sch.get_consumers(block):
             continue
         try:
             sch.compute_inline(block)
-        except ScheduleError:
+        except (ScheduleError, tvm.error.InternalError):
             pass
+    return writebacks, tiled
+
+
+def _cpu(func, cfg) -> tvm.IRModule:
+    sch = Schedule(tvm.IRModule({"main": func}))
+    reductions = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if _is_reduction(sch, b)]
+    # padding stays a cheap separate pass so that the reductions read without bounds checks
+    writebacks, tiled = _accumulate_locally(sch, reductions, keep=("pad", "dilate_pad"))
     elementwise = [b for b in sch.get_child_blocks(sch.get_sblock("root"))
                    if sch.get(b).name_hint not in tiled and sch.get_loops(b)]
     for red, wb in zip(reductions, writebacks):

@@ -1,0 +1,817 @@
+"""Whole networks: a torch.nn.Module as one Relax VM executable built from convtvm's kernels.
+
+    net = convtvm.compile_model(model, [x], target="x86", tuning_log=None)
+    y = net(x)                      # numpy in -> numpy out, torch in -> torch out
+    net.export("build/effnet.so")   # + build/effnet.so.json (manifest, "kind": "model")
+    net = convtvm.load("build/effnet.so")
+
+The pipeline (``lower``), one Relax pass after the other:
+
+1. import: ``torch.export`` -> ``from_exported_program(keep_params_as_input=True)``, on the
+   exported ATen graph as it is (no decomposition: ~20x faster, and conv/pool/BN stay whole ops;
+   decomposed only if that fails); the weights are then bound as constants (``BindParams``) so
+   that they can be folded;
+2. ``fold_batchnorm``: every inference BatchNorm that follows a convolution with a constant weight
+   is folded into that convolution's weight and a bias (numpy, at compile time); any other
+   BatchNorm is decomposed into elementwise ops (``DecomposeOpsForInference``);
+3. ``LegalizeOps`` with convtvm's own legalizations for every convolution and pooling op
+   (``relax.nn.conv1d/2d/3d``, ``conv1d/2d/3d_transpose``, ``max_pool*``, ``avg_pool*``,
+   ``adaptive_avg_pool*`` to 1x1 and ``mean`` over all spatial axes): each builds a convtvm
+   ``Workload`` from the op's attributes (which validates them) and emits ``call_te`` on
+   ``te_ops``; attributes convtvm does not support raise ``UnsupportedOp``. Everything else
+   (sigmoid, add, matmul, ...) keeps TVM's default legalization;
+4. ``AnnotateTIROpPattern`` + ``FoldConstant`` + ``FuseOps`` + ``FuseTIR``: the elementwise epilogues
+   (bias, SiLU, the squeeze-excitation sigmoid scale, residual adds) fuse into the convolution
+   kernels (a convolution is "OutEWiseFusable");
+5. scheduling, per TIR function: the tuning log's best record when it has one
+   (``MetaScheduleApplyDatabase``), else convtvm's CPU fallback schedule (``fallback.apply``), else,
+   for a structure the fallback cannot handle, a generic parallel/vectorised loop nest;
+6. ``tvm.compile`` (Relax VM) with the CPU backend's dataflow-lowering and finalisation passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .module import _sha256, _tvm_version, manifest_path, write_json_atomic
+from .targets import TargetInfo, resolve
+
+CONVTVM_OPS = ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d", "relax.nn.conv1d_transpose",
+               "relax.nn.conv2d_transpose", "relax.nn.conv3d_transpose", "relax.nn.max_pool1d",
+               "relax.nn.max_pool2d", "relax.nn.max_pool3d", "relax.nn.avg_pool1d", "relax.nn.avg_pool2d",
+               "relax.nn.avg_pool3d", "relax.nn.adaptive_avg_pool1d", "relax.nn.adaptive_avg_pool2d",
+               "relax.nn.adaptive_avg_pool3d", "relax.mean")
+PREFIX = "convtvm_"  # name of every PrimFunc built from convtvm's TE (fused ones contain it)
+
+
+class UnsupportedOp(ValueError):
+    """A convolution or pooling op whose attributes convtvm's kernels do not cover."""
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. import
+# ----------------------------------------------------------------------------------------------
+
+def import_torch(module, example_inputs):
+    """torch.nn.Module -> Relax IRModule with the weights bound as constants."""
+    import torch
+    from tvm import relax
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.torch import from_exported_program
+
+    with torch.no_grad():
+        ep = torch.export.export(module.eval(), tuple(example_inputs))
+    kw = dict(keep_params_as_input=True, unwrap_unit_return_tuple=True)
+    try:  # the exported ATen ops as they are: fast (EfficientNetV2-S: 0.5 s instead of ~12 s)
+        mod = from_exported_program(ep, run_ep_decomposition=False, **kw,
+                                    custom_convert_map={"batch_norm.default": _aten_batch_norm})
+    except Exception:  # noqa: BLE001 - an op only its decomposition covers: decompose (slower)
+        mod = from_exported_program(ep, **kw)
+    mod, params = detach_params(mod)
+    func = mod["main"]
+    n_in = int(func.attrs["num_input"])
+    bound = {v: p for v, p in zip(func.params[n_in:], params.get("main", []))}
+    return relax.transform.BindParams("main", bound)(mod)
+
+
+def _aten_batch_norm(node, importer):
+    """aten.batch_norm(x, weight, bias, mean, var, training, momentum, eps, cudnn) in inference
+    (TVM 0.27's converter reads its arguments as the decomposed op's: eps=momentum, training)."""
+    from tvm import relax
+    x = importer.env[node.args[0]]
+    training, momentum, eps = node.args[5:8]
+    if training:
+        raise UnsupportedOp("batch_norm in training mode: compile the module in eval()")
+    channels, dtype = int(importer.shape_of(x)[1]), x.ty.dtype.dtype
+
+    def arg(i, fill):
+        return importer.env[node.args[i]] if node.args[i] is not None else relax.const(np.full(channels, fill), dtype)
+
+    bn = relax.op.nn.batch_norm(x, arg(1, 1.0), arg(2, 0.0), arg(3, 0.0), arg(4, 1.0), axis=1, epsilon=eps,
+                                momentum=momentum, training=False)
+    return importer.block_builder.emit(importer.block_builder.emit(bn)[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. BatchNorm folding
+# ----------------------------------------------------------------------------------------------
+
+_CONVS = ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d",
+          "relax.nn.conv1d_transpose", "relax.nn.conv2d_transpose", "relax.nn.conv3d_transpose")
+
+
+def fold_batchnorm(mod):
+    """Fold ``batch_norm(conv(x, W) [+ b])[0]`` (inference, constant W, b and statistics) into
+    ``conv(x, W * s) + (b - mean) * s + beta``, s = gamma / sqrt(var + eps); decompose the rest."""
+    from tvm import relax
+    from tvm.relax.dpl import TupleGetItemPattern, is_const, is_op, rewrite_call, wildcard
+
+    func = mod["main"]
+    for op in _CONVS:
+        x, w, b = wildcard(), is_const(), is_const()
+        conv = is_op(op)(x, w)
+        biased = is_op("relax.add")(conv, b | is_op("relax.reshape")(b, wildcard()))
+        stats = [is_const() for _ in range(4)]
+        bn = is_op("relax.nn.batch_norm")(conv | biased, *stats)
+
+        def rewriter(expr, m, conv=conv, bn=bn, x=x, w=w, b=b, stats=stats):
+            c, norm = m[conv], m[bn]
+            channels = int(c.ty.shape[int(norm.attrs.axis)])
+            bias = m[b].value.numpy().astype(np.float64) if b in m else np.zeros(channels)
+            if norm.attrs.training or int(norm.attrs.axis) != str(c.attrs.data_layout).index("C") \
+                    or bias.size != channels:
+                return expr
+            gamma, beta, mean, var = (m[s].value.numpy().astype(np.float64) for s in stats)
+            scale = (gamma if norm.attrs.scale else 1.0) / np.sqrt(var + float(norm.attrs.epsilon))
+            shift = (bias.reshape(-1) - mean) * scale + (beta if norm.attrs.center else 0.0)
+            weight = m[w].value.numpy()
+            new_w = relax.const((weight * _per_weight(scale, c, weight)).astype(weight.dtype))
+            shape = [1] * len(c.ty.shape)
+            shape[int(norm.attrs.axis)] = -1
+            return relax.op.add(relax.Call(c.op, [m[x], new_w], c.attrs),
+                                relax.const(shift.reshape(shape).astype(weight.dtype)))
+
+        func = rewrite_call(TupleGetItemPattern(bn, 0), rewriter, func)
+    mod["main"] = func
+    return relax.transform.DecomposeOpsForInference()(mod)
+
+
+def _per_weight(scale: np.ndarray, conv, weight: np.ndarray) -> np.ndarray:
+    """The per-output-channel ``scale`` laid out to multiply the convolution's weight."""
+    layout = str(conv.attrs.kernel_layout)
+    o_axis, i_axis = layout.index("O"), layout.index("I")
+    shape = [1] * weight.ndim
+    if "transpose" not in conv.op.name:
+        shape[o_axis] = -1
+        return scale.reshape(shape)
+    # transposed: weight (Cin, Cout / groups, ...); input channel i feeds outputs group(i) * ocg + o
+    groups = int(conv.attrs.groups)
+    cin, ocg = weight.shape[i_axis], weight.shape[o_axis]
+    per = scale.reshape(groups, ocg)[np.arange(cin) // (cin // groups)]  # (Cin, ocg)
+    if i_axis > o_axis:
+        per = per.T
+    shape[min(i_axis, o_axis)], shape[max(i_axis, o_axis)] = per.shape
+    return per.reshape(shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. convtvm's legalizations
+# ----------------------------------------------------------------------------------------------
+
+def _ints(v) -> tuple[int, ...]:
+    return tuple(int(x) for x in v)
+
+
+def _shape(expr) -> tuple[int, ...]:
+    return _ints(expr.ty.shape)
+
+
+def _check_dtype(call):
+    dtype = str(call.args[0].ty.dtype)
+    out = str(call.ty.dtype)
+    if dtype != out:
+        raise UnsupportedOp(f"input dtype {dtype} with output dtype {out} (convtvm computes in the input dtype)")
+    return dtype
+
+
+def _conv_workload(call):
+    from .variants import workload
+    a = call.attrs
+    data_layout, kernel_layout, out_layout = str(a.data_layout), str(a.kernel_layout), str(a.out_layout)
+    transposed = "transpose" in call.op.name
+    ndim = len(data_layout) - 2
+    first = "NC" + "DHW"[3 - ndim:]
+    if transposed:
+        supported = {(first, "IO" + "DHW"[3 - ndim:])}
+    else:
+        supported = {(first, "OI" + "DHW"[3 - ndim:])} | ({("NHWC", "HWIO")} if ndim == 2 else set())
+    if (data_layout, kernel_layout) not in supported or out_layout != data_layout:
+        raise UnsupportedOp(f"layouts data={data_layout} kernel={kernel_layout} out={out_layout}; convtvm "
+                            f"supports {', '.join(f'{d}/{k}' for d, k in sorted(supported))}")
+    dtype = _check_dtype(call)
+    dshape, wshape = _shape(call.args[0]), _shape(call.args[1])
+    c_axis = data_layout.index("C")
+    spatial = tuple(dshape[data_layout.index(ch)] for ch in data_layout if ch not in "NC")
+    kernel = tuple(wshape[kernel_layout.index(ch)] for ch in kernel_layout if ch not in "OI")
+    groups = int(a.groups)
+    pad = _ints(a.padding)
+    params = dict(in_channels=dshape[c_axis], kernel_size=kernel, stride=_ints(a.strides),
+                  padding=tuple(zip(pad[:ndim], pad[ndim:])), dilation=_ints(a.dilation), groups=groups)
+    if transposed:
+        params["out_channels"] = wshape[kernel_layout.index("O")] * groups
+        params["output_padding"] = _ints(a.output_padding)
+        name = f"conv_transpose{ndim}d"
+    else:
+        params["out_channels"] = wshape[kernel_layout.index("O")]
+        name = f"conv{ndim}d"
+        if ndim == 2:
+            params["layout"] = data_layout
+    return workload(name, batch=dshape[0], input_size=spatial, dtype=dtype, **params)
+
+
+def _pool_workload(call):
+    from .variants import workload
+    a = call.attrs
+    layout = str(a.layout)
+    ndim = len(layout) - 2
+    if layout != "NC" + "DHW"[3 - ndim:] or str(a.out_layout) != layout:
+        raise UnsupportedOp(f"layout {layout} (out {a.out_layout}); convtvm pools NC{'DHW'[3 - ndim:]} only")
+    dtype = _check_dtype(call)
+    dshape = _shape(call.args[0])
+    pad = _ints(a.padding)
+    if pad[:ndim] != pad[ndim:]:
+        raise UnsupportedOp(f"asymmetric padding {pad}; convtvm pools with torch's symmetric padding")
+    kind = "max" if "max" in call.op.name else "avg"
+    params = dict(channels=dshape[1], kernel_size=_ints(a.pool_size), stride=_ints(a.strides),
+                  padding=pad[:ndim], ceil_mode=bool(a.ceil_mode))
+    if kind == "max":
+        params["dilation"] = _ints(a.dilation)
+    else:
+        if any(d != 1 for d in _ints(a.dilation)):
+            raise UnsupportedOp(f"dilation {_ints(a.dilation)} for average pooling")
+        params["count_include_pad"] = bool(a.count_include_pad)
+    return workload(f"{kind}_pool{ndim}d", batch=dshape[0], input_size=dshape[2:], dtype=dtype, **params)
+
+
+def _global_pool_workload(call):
+    """adaptive_avg_pool2d to 1x1 or a mean over both spatial axes; None: not one."""
+    from .variants import workload
+    dshape = _shape(call.args[0])
+    if call.op.name == "relax.mean":
+        axes = sorted(int(x) % len(dshape) for x in (call.attrs.axis or []))
+        if len(dshape) != 4 or axes != [2, 3]:
+            return None
+    else:
+        a = call.attrs
+        if str(a.layout) != "NCHW" or str(a.out_layout) != "NCHW" or len(dshape) != 4:
+            return None
+        size = _ints(a.output_size) if a.output_size is not None else dshape[2:]
+        if tuple(size) not in ((1, 1), (1,)):
+            return None
+    if str(call.ty.dtype) != str(call.args[0].ty.dtype):
+        return None
+    return workload("global_avg_pool2d", batch=dshape[0], input_size=dshape[2:],
+                    dtype=str(call.args[0].ty.dtype), channels=dshape[1])
+
+
+def _te_of(w):
+    """The convtvm TE compute of a single-stage workload, as a function of its input tensors."""
+    from . import te_ops
+    from .params import ConvSpec, GlobalPoolSpec, PoolSpec
+    (st,) = w.stages
+    if isinstance(st, ConvSpec):
+        return lambda data, weight: te_ops.conv(data, weight, st, "")
+    if isinstance(st, PoolSpec):
+        return lambda data: te_ops.pool(data, st, "")
+    assert isinstance(st, GlobalPoolSpec)
+    return lambda data: te_ops.global_avg_pool(data, st, "")
+
+
+def _reshaped(compute, shape):
+    from tvm import topi
+    return lambda *xs: topi.reshape(compute(*xs), shape)
+
+
+def convtvm_legalizations(lowered: Counter, workloads: list, errors: list):
+    """customize_legalize_map for LegalizeOps: convtvm's TE for every conv and pool op.
+    Counts what it lowered in ``lowered`` (op name -> calls), appends the workloads, and the
+    UnsupportedOp it raises to ``errors`` (the FFI turns exceptions into RuntimeErrors)."""
+    def legalize(bb, call):
+        op = call.op.name
+        try:
+            if op in _CONVS:
+                w = _conv_workload(call)
+            elif "pool" in op and "adaptive" not in op:
+                w = _pool_workload(call)
+            else:
+                w = _global_pool_workload(call)
+                if w is None:  # not a global pooling (e.g. a mean over channels): TVM's default
+                    return _default_legalize(op)(bb, call)
+        except ValueError as e:
+            errors.append(UnsupportedOp(f"convtvm cannot lower {op} with attributes {_attrs_text(call)}: {e}"))
+            raise errors[-1] from None
+        expected, compute = _shape(call), _te_of(w)
+        if w.variant == "global_avg_pool2d" and expected != tuple(w.output_shape):  # mean(keepdims=False)
+            compute = _reshaped(compute, expected)
+        elif tuple(w.output_shape) != expected:
+            errors.append(UnsupportedOp(f"convtvm cannot lower {op} ({_attrs_text(call)}): its output shape "
+                                        f"{w.output_shape} differs from Relax's {expected}"))
+            raise errors[-1]
+        lowered[op] += 1
+        workloads.append(w)
+        return bb.call_te(compute, *call.args[:2 if op in _CONVS else 1], primfunc_name_hint=PREFIX + w.variant)
+
+    return {op: legalize for op in CONVTVM_OPS}
+
+
+def _default_legalize(op_name: str):
+    import tvm
+    return tvm.ir.Op.get(op_name).get_attr("FLegalize")
+
+
+def _attrs_text(call) -> str:
+    a = call.attrs
+    try:
+        return "{" + ", ".join(f"{k}={a[k]}" for k in a.keys()) + "}"
+    except Exception:  # noqa: BLE001 - only for the message
+        return str(a)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4-5. fusion and scheduling
+# ----------------------------------------------------------------------------------------------
+
+def lower(mod, info: TargetInfo, lowered: Counter | None = None, workloads: list | None = None):
+    """BN folding, convtvm legalization and fusion: a module of unscheduled fused TIR functions."""
+    import tvm
+    from tvm import relax
+    lowered = Counter() if lowered is None else lowered
+    workloads = [] if workloads is None else workloads
+    errors = []
+    mod = fold_batchnorm(mod)
+    with info.target:
+        try:
+            mod = tvm.transform.Sequential([
+                relax.transform.CanonicalizeBindings(),
+                relax.transform.LegalizeOps(customize_legalize_map=convtvm_legalizations(lowered, workloads, errors)),
+                relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(),
+                relax.transform.FuseOps(),
+                relax.transform.FuseTIR(),
+                relax.transform.DeadCodeElimination(),
+            ])(mod)
+        except Exception:
+            if errors:
+                raise errors[0] from None
+            raise
+    return mod
+
+
+SCHEDULED = "tirx.is_scheduled"
+
+
+def schedule(mod, info: TargetInfo, tuning_log=None) -> tuple:
+    """Schedule every TIR function; returns (module, Counter of how: tuned/fallback/generic)."""
+    from tvm import relax, tirx
+    how = Counter()
+    if tuning_log is not None:
+        from .tuning import DB_FILES, _open_db, check_log
+        log = check_log(tuning_log, info, must_exist=True)
+        with tempfile.TemporaryDirectory() as tmp:  # the database may rewrite its files: use a copy
+            for name in DB_FILES:
+                if (log / name).exists():
+                    shutil.copyfile(log / name, Path(tmp) / name)
+            with info.target, _open_db(Path(tmp)):
+                mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+    cfg = info.config["fallback"]
+    for gv, func in list(mod.functions_items()):
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        if func.attrs is not None and SCHEDULED in func.attrs and bool(func.attrs[SCHEDULED]):
+            how["tuned"] += 1
+            continue
+        func, kind = _schedule_one(func, info, cfg)
+        how[kind] += 1
+        mod[gv] = func.with_attr(SCHEDULED, True)
+    return mod, how
+
+
+def _schedule_one(func, info: TargetInfo, cfg):
+    """convtvm's fallback schedule; for a structure it does not handle, a generic one."""
+    from . import fallback
+    try:
+        return fallback.apply(func, info.kind, cfg, info.target)["main"], "fallback"
+    except Exception:  # noqa: BLE001 - e.g. TVM cannot inline a broadcasting epilogue (SE scale)
+        return _generic(func, cfg), "generic"
+
+
+def _generic(func, cfg):
+    """Inline the elementwise producers, then per block: the leading spatial loops fused and
+    parallel, the innermost loop of an elementwise block vectorised. (dlight's CPU GEMV rule
+    would do for the squeeze-excitation GEMVs, but it unrolls them into minutes of LLVM time.)"""
+    from tvm.s_tir import Schedule
+    sch = Schedule(func)
+    root = sch.get_sblock("root")
+    for block in sch.get_child_blocks(root):
+        if sch.get_consumers(block) and not _is_reduction(sch, block):
+            try:
+                sch.compute_inline(block)
+            except Exception:  # noqa: BLE001 - not inlinable: it gets its own loop nest
+                pass
+    for block in sch.get_child_blocks(root):
+        loops = sch.get_loops(block)
+        kinds = [iv.iter_type for iv in sch.get(block).iter_vars]
+        if not loops or len(loops) != len(kinds):
+            continue
+        lead = []
+        for lp, kind in zip(loops, kinds):
+            if kind == _REDUCE:
+                break
+            lead.append(lp)
+        if len(lead) == len(loops):  # elementwise: vectorise the innermost loop
+            extent = int(sch.get(lead[-1]).extent)
+            lanes = next((c for c in cfg["vector_lanes"] if extent % c == 0), 1)
+            if lanes > 1:
+                outer, inner = sch.split(lead[-1], [None, lanes])
+                sch.vectorize(inner)
+                lead[-1] = outer
+        if lead:
+            sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
+    return sch.mod["main"]
+
+
+_REDUCE = 2  # IterVar.CommReduce
+
+
+def _is_reduction(sch, block) -> bool:
+    return any(iv.iter_type == _REDUCE for iv in sch.get(block).iter_vars)
+
+
+def _vm_pipeline(target):
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+    return tvm.transform.Sequential(cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))
+
+
+# ----------------------------------------------------------------------------------------------
+# compile, call, export, load
+# ----------------------------------------------------------------------------------------------
+
+def compile_model(module, example_inputs, target="x86", tuning_log=None, **target_options) -> "Model":
+    """Compile a torch.nn.Module (in eval mode) for ``example_inputs``' shapes into one executable."""
+    import tvm
+    info = resolve(target, **target_options)
+    if info.is_remote:
+        raise ValueError(f"compile_model builds for this machine; target {info.kind} is not local here")
+    example_inputs = list(example_inputs)
+    times = {}
+    t0 = time.time()
+    mod = import_torch(module, example_inputs)
+    times["import_s"] = time.time() - t0
+    t0 = time.time()
+    lowered, workloads = Counter(), []
+    mod = lower(mod, info, lowered, workloads)
+    mod, how = schedule(mod, info, tuning_log)
+    times["lower_s"] = time.time() - t0
+    t0 = time.time()
+    outputs = _tensor_specs(mod["main"].ret_ty)
+    ex = tvm.compile(mod, target=info.target, relax_pipeline=_vm_pipeline(info.target))
+    times["build_s"] = time.time() - t0
+    t0 = time.time()
+    inputs = [{"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")} for x in example_inputs]
+    net = Model(ex, info, inputs, outputs, dict(lowered), dict(how))
+    times["load_s"] = time.time() - t0
+    net.workloads, net.tir, net.compile_times = workloads, mod, times
+    return net
+
+
+def _tensor_specs(ty) -> list:
+    if hasattr(ty, "fields"):
+        return [spec for f in ty.fields for spec in _tensor_specs(f)]
+    return [{"shape": [int(d) for d in ty.shape], "dtype": str(ty.dtype)}]
+
+
+class Model:
+    """A compiled network. ``net(*xs)``: numpy in -> numpy out, torch in -> torch out (a tuple when
+    the network returns several tensors)."""
+
+    def __init__(self, lib, target: TargetInfo, inputs: list, outputs: list, lowered_ops: dict, schedules: dict,
+                 path: str | None = None):
+        import tvm
+        from tvm import relax
+        self.lib, self.target, self.inputs, self.outputs, self.path = lib, target, inputs, outputs, path
+        self.lowered_ops, self.schedules = lowered_ops, schedules  # op -> count; how -> TIR functions
+        self.vm = relax.VirtualMachine(lib, tvm.cpu())
+        self.workloads, self.tir, self.compile_times = [], None, {}
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(str(tuple(i["shape"])) for i in self.inputs)
+        return (f"<convtvm.Model ({shapes}) on {self.target.tag}: {sum(self.lowered_ops.values())} convtvm ops, "
+                f"schedules {self.schedules}>")
+
+    def run(self, *arrays) -> list:
+        """numpy arrays in, list of numpy arrays out."""
+        import tvm
+        out = self.vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays])
+        return [o.numpy() for o in _flatten(out)]
+
+    def __call__(self, *xs):
+        if len(xs) != len(self.inputs):
+            raise ValueError(f"the network takes {len(self.inputs)} input(s), got {len(xs)}")
+        for k, (x, spec) in enumerate(zip(xs, self.inputs)):
+            dtype = str(x.dtype).replace("torch.", "")
+            if list(x.shape) != list(spec["shape"]) or dtype != spec["dtype"]:
+                raise ValueError(f"input {k} is {tuple(x.shape)} {dtype}; the network was compiled for "
+                                 f"{tuple(spec['shape'])} {spec['dtype']}")
+        is_torch = all(type(x).__module__.startswith("torch") for x in xs)
+        outs = self.run(*[x.detach().cpu().numpy() if is_torch else np.asarray(x) for x in xs])
+        if is_torch:
+            import torch
+            outs = [torch.from_numpy(o) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def export(self, path) -> str:
+        """Write ``path`` (a shared library) and ``path.json`` (its manifest), each atomically."""
+        path = Path(path).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".so")
+        os.close(fd)
+        try:
+            self.lib.export_library(tmp)
+            manifest = {
+                "kind": "model",
+                "convtvm": __version__,
+                "target": {"kind": self.target.kind, "tvm_target": json.loads(self.target.target_json)},
+                "tvm": _tvm_version(),
+                "sha256": _sha256(tmp),
+                "inputs": self.inputs,
+                "outputs": self.outputs,
+                "lowered_ops": self.lowered_ops,
+                "schedules": self.schedules,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            write_json_atomic(manifest_path(path), manifest)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.path = str(path)
+        return str(path)
+
+
+def _flatten(out) -> list:
+    import tvm
+    if isinstance(out, tvm.runtime.Tensor):
+        return [out]
+    return [t for o in out for t in _flatten(o)]
+
+
+def load_model(path, manifest: dict) -> Model:
+    """The Model exported at ``path`` (``convtvm.load`` has checked its sha256)."""
+    import tvm
+    if manifest.get("tvm") != _tvm_version():
+        raise ValueError(f"{path}: exported with TVM {manifest.get('tvm')}, this is TVM {_tvm_version()}")
+    info = resolve(manifest["target"]["tvm_target"])
+    with _drop_scope_warnings():
+        lib = tvm.runtime.load_module(str(path))
+    return Model(lib, info, manifest["inputs"], manifest["outputs"], manifest.get("lowered_ops", {}),
+                 manifest.get("schedules", {}), str(path))
+
+
+
+# ----------------------------------------------------------------------------------------------
+# tuning and benchmarking a named model (``convtvm tune/bench --model``)
+# ----------------------------------------------------------------------------------------------
+
+def model_and_input(name: str, input_size: int, batch: int = 1, seed: int = 0):
+    """(the seeded, BN-calibrated model in eval mode, a seeded input batch)."""
+    import torch
+    from .models import efficientnet
+    if name not in efficientnet.V2_CONFIGS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(efficientnet.V2_CONFIGS)}")
+    model = efficientnet.seeded_model(name, seed=seed, input_size=input_size)
+    x = torch.randn(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(seed + 1))
+    return model, x
+
+
+@dataclass
+class Task:
+    """One unique TIR function of a lowered model: what MetaSchedule tunes."""
+    name: str
+    mod: object  # tvm.IRModule with "main"
+    count: int  # calls in the network
+    flops: int  # per call
+
+    def __str__(self) -> str:
+        return (f"{self.name:58s} x{self.count:<3d} {self.flops / 1e6:9.2f} MFLOP  "
+                f"weight {self.count * self.flops / 1e6:10.2f}")
+
+
+def extract_tasks(mod, info: TargetInfo, convtvm_only: bool = True) -> list[Task]:
+    """The unique TIR functions of a ``lower``-ed module (structurally deduplicated, as the tuning
+    database identifies them), heaviest first; only convtvm's conv/pool kernels by default."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
+    tasks = []
+    for t in ms.relax_integration.extract_tasks(mod, info.target, module_equality="structural"):
+        if convtvm_only and PREFIX not in t.task_name:
+            continue
+        m = t.dispatched[0]
+        tasks.append(Task(t.task_name, m, int(t.weight), int(estimate_tir_flops(m))))
+    return sorted(tasks, key=lambda t: -t.count * t.flops)
+
+
+def tune_model(name: str, input_size: int, target_info, trials: int, log=None, *, batch: int = 1,
+               progress=print, seed: int | None = None, trials_per_iter: int = 32) -> dict:
+    """Tune the conv/pool kernels of a named model (after BN folding and fusion) into ``log``."""
+    from . import tuning
+    info = resolve(target_info)
+    model, x = model_and_input(name, input_size, batch)
+    mod = lower(import_torch(model, [x]), info)
+    tasks = extract_tasks(mod, info)
+    total = sum(t.count * t.flops for t in tasks)
+    progress(f"{name} at {input_size}x{input_size}, batch {batch}: {len(tasks)} unique conv/pool tasks, "
+             f"{total / 1e9:.2f} GFLOP per inference in them")
+    for t in tasks:
+        progress(f"  {t}  ({100 * t.count * t.flops / max(total, 1):4.1f}%)")
+    log = tuning.check_log(log or tuning.default_log(info), info, must_exist=False)
+    return tune_tasks(tasks, info, trials, log, progress=progress, seed=seed, trials_per_iter=trials_per_iter)
+
+
+def tune_tasks(tasks: list[Task], info: TargetInfo, trials: int, log, *, progress=print, seed=None,
+               trials_per_iter: int = 32) -> dict:
+    """tuning.tune for raw TIR tasks: the same search space, in-process builder/runner, progress
+    and atomic log writes; the gradient task scheduler weighs each task by its call count."""
+    from tvm.s_tir import meta_schedule as ms
+    from . import tuning
+    if not tasks:
+        raise ValueError("nothing to tune: the model has no convolution or pooling task")
+    if int(trials) < 1:
+        raise ValueError(f"trials={trials} must be positive")
+    log = tuning.check_log(log, info, must_exist=False)
+    rows = [tuning.TaskProgress(t.name, t.flops, curve=[]) for t in tasks]
+    start = time.time()
+    with tempfile.TemporaryDirectory(prefix="convtvm_tune_") as tmp:
+        work = Path(tmp)
+        for name in tuning.DB_FILES:
+            if (log / name).exists():
+                shutil.copyfile(log / name, work / name)
+        database = tuning._open_db(work)
+        builder, runner = tuning._make_builder_runner(info, isolated=False)
+        callbacks = [ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel(),
+                     tuning._progress_callback(rows, start, progress, lambda: tuning._sync(work, log, info))]
+        with tuning._skip_tensor_intrinsics(info):
+            contexts = [_tune_context(t, info, seed) for t in tasks]
+        progress(f"tuning {len(tasks)} task(s) for {info.tag}: {trials} trials, log {log}")
+        try:
+            ms.tune_tasks(tasks=contexts, task_weights=[float(t.count) for t in tasks], work_dir=tmp,
+                          max_trials_global=int(trials), num_trials_per_iter=min(trials_per_iter, int(trials)),
+                          builder=builder, runner=runner, database=database,
+                          cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count()),
+                          measure_callbacks=callbacks,
+                          task_scheduler="gradient" if len(tasks) > 1 else "round-robin")
+        finally:
+            tuning._sync(work, log, info)
+            tuning._ARTIFACTS.clear()
+    done = sum(r.trials for r in rows)
+    secs = time.time() - start
+    progress(f"done: {done} trials in {secs:.0f} s; log {log}")
+    return {"log": str(log), "trials": done, "seconds": secs, "tasks": rows}
+
+
+def _tune_context(task: Task, info: TargetInfo, seed):
+    """tuning.make_context for a raw TIR task (no layout-free weights: they are constants here)."""
+    from tvm.s_tir import meta_schedule as ms
+    from .tuning import _rules
+    cfg = info.config["tuning"]
+    space = ms.space_generator.PostOrderApply(sch_rules=_rules(cfg) if "rules" in cfg else "from-target",
+                                              postprocs="from-target", mutator_probs="from-target")
+    return ms.TuneContext(mod=task.mod, target=info.target, space_generator=space,
+                          search_strategy=ms.search_strategy.EvolutionarySearch(**cfg["search"]),
+                          task_name=task.name, rand_state=-1 if seed is None else seed,
+                          num_threads=os.cpu_count()).clone()
+
+
+def _log_trials(tasks: list[Task], info: TargetInfo, log) -> int:
+    """Measured records in ``log`` for these tasks."""
+    from .tuning import DB_FILES, _open_db, _target_key
+    mine = _target_key(json.loads(info.target_json))
+    n = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in DB_FILES:
+            if (Path(log) / name).exists():
+                shutil.copyfile(Path(log) / name, Path(tmp) / name)
+        db = _open_db(Path(tmp))
+        for t in tasks:
+            if db.has_workload(t.mod):
+                n += sum(1 for r in db.get_top_k(db.commit_workload(t.mod), 1 << 30)
+                         if r.run_secs and _target_key(r.target.export()) == mine)
+    return n
+
+
+def bench_model(name: str, input_size: int, target_info, log=None, rounds: int = 15, *, batch: int = 1,
+                progress=print) -> dict:
+    """Time tuned and untuned convtvm, PyTorch eager, torch.compile and (if importable) ONNX Runtime
+    on one network, in this process, with the same thread count, interleaved rounds, medians."""
+    import torch
+    from . import bench, tuning
+    info = resolve(target_info)
+    if info.is_remote:
+        raise ValueError(f"bench runs on this machine; target {info.kind} is not local here")
+    threads = os.cpu_count()
+    torch.set_num_threads(threads)
+    os.environ.setdefault("TVM_NUM_THREADS", str(threads))  # read when TVM's thread pool starts
+    model, x = model_and_input(name, input_size, batch)
+    xn = x.numpy()
+    with torch.no_grad():
+        ref = model(x).numpy()
+    log = Path(log) if log else tuning.default_log(info)
+    notes, runs, trials = [], {}, None
+    progress(f"compiling {name} ({input_size}x{input_size}, batch {batch}) for {info.tag} ...")
+    runs["convtvm_untuned"] = _vm_runner(compile_model(model, [x], info), xn)
+    if log.exists():
+        tuned = compile_model(model, [x], info, tuning_log=log)
+        if tuned.schedules.get("tuned"):
+            runs["convtvm_tuned"] = _vm_runner(tuned, xn)
+            trials = _log_trials(extract_tasks(lower(import_torch(model, [x]), info), info), info, log)
+            notes.append(f"convtvm_tuned: {tuned.schedules['tuned']} of {sum(tuned.schedules.values())} "
+                         f"TIR functions from {log}")
+        else:
+            notes.append(f"convtvm_tuned: {log} has no record for this model's kernels")
+    else:
+        notes.append(f"convtvm_tuned: no tuning log at {log}")
+    with torch.no_grad():
+        runs["torch"] = lambda: model(x).numpy()
+        try:
+            compiled = torch.compile(model)
+            compiled(x)  # compiles
+            runs["torch_compile"] = lambda: compiled(x).numpy()
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            notes.append(f"torch_compile skipped: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+        ort = _onnxruntime_runner(model, x, notes)
+        if ort:
+            runs["onnxruntime"] = ort
+        errors = {k: float(np.abs(f() - ref).max() / max(np.abs(ref).max(), 1e-30)) for k, f in runs.items()}
+        contenders = {}
+        for k, f in runs.items():
+            est = min(_seconds(f, 1) for _ in range(3))  # warm-up + estimate
+            contenders[k] = lambda f=f, n=bench._calls_for(est): _seconds(f, n)
+        ms_ = bench.time_interleaved(contenders, rounds)
+    timings = {k: ms_.get(k) for k in ("convtvm_tuned", "convtvm_untuned", "torch", "torch_compile", "onnxruntime")}
+    row = {"name": name, "input_size": input_size, "batch": batch, "trials": trials, "timings_ms": timings,
+           "max_rel_error": errors, "notes": notes}
+    for k, v in timings.items():
+        progress(f"  {k:16s} {f'{v:9.3f} ms' if v is not None else '   not measured'}"
+                 + (f"   err {errors[k]:.1e}" if k in errors else ""))
+    for note in notes:
+        progress(f"  note: {note}")
+    peak = bench.peak_gflops(info.kind, threads)
+    return {"schema": "convtvm.bench/1", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": bench.machine(), "target": info.kind, "target_detail": json.loads(info.target_json),
+            "emulated": False, "threads": threads, "peak_gflops": peak, "peak_source": "given" if peak else None,
+            "results": [], "models": [row], "tuning_curves": []}
+
+
+def _seconds(f, number: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(number):
+        f()
+    return (time.perf_counter() - t0) / number
+
+
+def _vm_runner(net: Model, x: np.ndarray):
+    """A zero-argument call of the VM on a pre-made input (what the timing loop measures)."""
+    import tvm
+    main, arg = net.vm["main"], tvm.runtime.tensor(x)
+    return lambda: _flatten(main(arg))[0].numpy()
+
+
+def _onnxruntime_runner(model, x, notes: list):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        notes.append("onnxruntime: not installed (pip install onnxruntime onnx)")
+        return None
+    try:
+        import torch
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            torch.onnx.export(model, (x,), path, dynamo=False)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = os.cpu_count()
+            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+        return lambda: sess.run(None, feed)[0]
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        notes.append(f"onnxruntime skipped: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+        return None
+
+
+@contextlib.contextmanager
+def _drop_scope_warnings():
+    """TVM 0.27 logs a "Scope Loaded:" warning per constant when it loads an executable (hundreds
+    for a network): drop those lines from stderr, keep everything else."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            sys.stderr.writelines(ln for ln in f.read().decode(errors="replace").splitlines(keepends=True)
+                                  if "Scope Loaded:" not in ln)
