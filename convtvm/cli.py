@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import sys
 import time
 from pathlib import Path
@@ -114,7 +113,7 @@ def cmd_tune(args) -> int:
     ws = _workloads(args)
     try:
         tune(list(ws.values()), info, trials=args.trials, log=args.log, names=list(ws),
-             isolated=args.isolated, trials_per_iter=args.trials_per_iter)
+             isolated=args.isolated, trials_per_iter=args.trials_per_iter, exit_on_sigint=True)
     except KeyboardInterrupt:
         print("\ninterrupted: every measured batch is already in the log", file=sys.stderr)
         return 130

@@ -632,56 +632,14 @@ def tune_model(name: str, input_size: int, target_info, trials: int, log=None, *
 
 def tune_tasks(tasks: list[Task], info: TargetInfo, trials: int, log, *, progress=print, seed=None,
                trials_per_iter: int = 32) -> dict:
-    """tuning.tune for raw TIR tasks: the same search space, in-process builder/runner, progress
-    and atomic log writes; the gradient task scheduler weighs each task by its call count."""
-    from tvm.s_tir import meta_schedule as ms
+    """tuning's engine on the model's TIR tasks; the gradient task scheduler weighs each task by
+    its call count. (No layout-free weights: the weights are constants here.)"""
     from . import tuning
     if not tasks:
         raise ValueError("nothing to tune: the model has no convolution or pooling task")
-    if int(trials) < 1:
-        raise ValueError(f"trials={trials} must be positive")
-    log = tuning.check_log(log, info, must_exist=False)
-    rows = [tuning.TaskProgress(t.name, t.flops, curve=[]) for t in tasks]
-    start = time.time()
-    with tempfile.TemporaryDirectory(prefix="convtvm_tune_") as tmp:
-        work = Path(tmp)
-        for name in tuning.DB_FILES:
-            if (log / name).exists():
-                shutil.copyfile(log / name, work / name)
-        database = tuning._open_db(work)
-        builder, runner = tuning._make_builder_runner(info, isolated=False)
-        callbacks = [ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel(),
-                     tuning._progress_callback(rows, start, progress, lambda: tuning._sync(work, log, info))]
-        with tuning._skip_tensor_intrinsics(info):
-            contexts = [_tune_context(t, info, seed) for t in tasks]
-        progress(f"tuning {len(tasks)} task(s) for {info.tag}: {trials} trials, log {log}")
-        try:
-            ms.tune_tasks(tasks=contexts, task_weights=[float(t.count) for t in tasks], work_dir=tmp,
-                          max_trials_global=int(trials), num_trials_per_iter=min(trials_per_iter, int(trials)),
-                          builder=builder, runner=runner, database=database,
-                          cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count()),
-                          measure_callbacks=callbacks,
-                          task_scheduler="gradient" if len(tasks) > 1 else "round-robin")
-        finally:
-            tuning._sync(work, log, info)
-            tuning._ARTIFACTS.clear()
-    done = sum(r.trials for r in rows)
-    secs = time.time() - start
-    progress(f"done: {done} trials in {secs:.0f} s; log {log}")
-    return {"log": str(log), "trials": done, "seconds": secs, "tasks": rows}
-
-
-def _tune_context(task: Task, info: TargetInfo, seed):
-    """tuning.make_context for a raw TIR task (no layout-free weights: they are constants here)."""
-    from tvm.s_tir import meta_schedule as ms
-    from .tuning import _rules
-    cfg = info.config["tuning"]
-    space = ms.space_generator.PostOrderApply(sch_rules=_rules(cfg) if "rules" in cfg else "from-target",
-                                              postprocs="from-target", mutator_probs="from-target")
-    return ms.TuneContext(mod=task.mod, target=info.target, space_generator=space,
-                          search_strategy=ms.search_strategy.EvolutionarySearch(**cfg["search"]),
-                          task_name=task.name, rand_state=-1 if seed is None else seed,
-                          num_threads=os.cpu_count()).clone()
+    return tuning.tune_modules([(t.name, t.mod, t.flops) for t in tasks], info, trials, log,
+                               weights=[float(t.count) for t in tasks], progress=progress, seed=seed,
+                               trials_per_iter=trials_per_iter)
 
 
 def _log_trials(tasks: list[Task], info: TargetInfo, log) -> int:

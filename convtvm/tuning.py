@@ -114,7 +114,7 @@ def _open_db(directory: Path):
                                     allow_missing=True, module_equality="structural")
 
 
-def tuned_ir_module(w: Workload, info: TargetInfo) -> "tvm.IRModule":
+def tuned_ir_module(w: Workload, info: TargetInfo):
     import tvm
     layout_free = info.config["tuning"].get("layout_free_weights", False)
     return tvm.IRModule({"main": w.prim_func(layout_free_weights=layout_free)})
@@ -166,9 +166,7 @@ def _make_builder_runner(info: TargetInfo, isolated: bool):
     if info.kind == "arm":
         from .arm import device
         from .devices import ARM_REMOTE
-        builder = ms.builder.LocalBuilder(f_export=device.ms_export, max_workers=1, timeout_sec=180,
-                                          initializer=_warm_worker)
-        return builder, device.make_rpc_runner(**ARM_REMOTE)
+        return device.make_local_builder(timeout_sec=180), device.make_rpc_runner(**ARM_REMOTE)
     if isolated or info.kind == "cuda":
         builder = ms.builder.LocalBuilder(max_workers=os.cpu_count(), timeout_sec=120, initializer=_warm_worker)
         runner = ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60, initializer=_warm_worker)
@@ -182,11 +180,10 @@ def _warm_worker() -> None:
 
 
 def _in_process_classes():
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerResult
-    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
     from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.runner import PyRunner
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
 
     @derived_object
     class _Builder(PyBuilder):
@@ -280,52 +277,73 @@ def _rules(cfg: dict):
             ms.schedule_rule.RandomComputeLocation()]
 
 
+# tensor intrinsics each CPU search space may ask for (TVM's default ARM rules check NEON dot products)
+_INTRINSICS = {"x86": (), "arm": ("arm_cpu",)}
+
+
 @contextlib.contextmanager
 def _skip_tensor_intrinsics(info: TargetInfo):
     """TuneContext imports every tensor intrinsic of every target (CUDA, ROCm, Hexagon, ...):
-    ~50 s on a 2-core machine. convtvm's CPU search space has no tensorization rule, so while
-    building its contexts an empty stand-in module is enough."""
+    ~50 s on a 2-core machine. While the contexts are built, a stand-in package loads only the
+    intrinsics this target's search space can use."""
     name = "tvm.s_tir.tensor_intrin"
-    if name in sys.modules or "rules" not in info.config["tuning"]:
+    if name in sys.modules or info.kind not in _INTRINSICS:
         yield
         return
-    sys.modules[name] = types.ModuleType(name)
+    import importlib.util
+    stub = types.ModuleType(name)
+    stub.__path__ = [os.path.dirname(importlib.util.find_spec(name).origin)]
+    sys.modules[name] = stub
     try:
+        for sub in _INTRINSICS[info.kind]:
+            importlib.import_module(f"{name}.{sub}")
         yield
     finally:
         del sys.modules[name]
 
 
-def make_context(w: Workload, info: TargetInfo, seed: int | None = None):
+def make_context(mod, info: TargetInfo, name: str, seed: int | None = None):
+    """A TuneContext for one IRModule with the target's search space from schedules/."""
     from tvm.s_tir import meta_schedule as ms
     cfg = info.config["tuning"]
     rules = _rules(cfg) if "rules" in cfg else "from-target"
     space = ms.space_generator.PostOrderApply(sch_rules=rules, postprocs="from-target",
                                               mutator_probs="from-target")
-    return ms.TuneContext(mod=tuned_ir_module(w, info), target=info.target, space_generator=space,
+    return ms.TuneContext(mod=mod, target=info.target, space_generator=space,
                           search_strategy=ms.search_strategy.EvolutionarySearch(**cfg["search"]),
-                          task_name=w.variant, rand_state=-1 if seed is None else seed,
+                          task_name=name, rand_state=-1 if seed is None else seed,
                           num_threads=os.cpu_count()).clone()
 
 
-def tune(workloads, target="x86", trials: int = 64, log=None, *, weights=None, trials_per_iter: int = 32,
-         isolated: bool = False, seed: int | None = None, progress=print, names=None) -> dict:
+def tune(workloads, target="x86", trials: int = 64, log=None, *, weights=None, names=None, **kwargs) -> dict:
     """Tune one workload or many (the task scheduler shares ``trials`` among them).
 
     Records go to ``log`` (default ``tuning_logs/<target tag>``); a second run continues from them.
     Returns {"log", "trials", "seconds", "tasks": [TaskProgress...]}.
     """
-    from tvm.s_tir import meta_schedule as ms
-
     ws = [workloads] if isinstance(workloads, Workload) else list(workloads)
     if not ws:
         raise ValueError("nothing to tune: no workloads given")
+    info = resolve(target)
+    names = names or [str(w) for w in ws]
+    tasks = [(n, tuned_ir_module(w, info), w.flops) for n, w in zip(names, ws)]
+    return tune_modules(tasks, info, trials, log, weights=weights, **kwargs)
+
+
+def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None, trials_per_iter: int = 32,
+                 isolated: bool = False, seed: int | None = None, progress=print,
+                 exit_on_sigint: bool = False) -> dict:
+    """The tuning engine: ``tasks`` are (name, IRModule, flops) triples.
+
+    Ctrl-C: the log is written atomically after every batch, so an interrupt never loses a committed
+    record. With ``exit_on_sigint`` (the CLI), the first Ctrl-C finishes the current batch, writes
+    it and exits with status 130; a second one stops at once."""
+    from tvm.s_tir import meta_schedule as ms
+
     if int(trials) < 1:
         raise ValueError(f"trials={trials} must be positive")
-    info = resolve(target)
     log = check_log(log or default_log(info), info, must_exist=False)
-    names = names or [str(w) for w in ws]
-    tasks = [TaskProgress(n, w.flops, curve=[]) for n, w in zip(names, ws)]
+    rows = [TaskProgress(name, flops, curve=[]) for name, _, flops in tasks]
     start = time.time()
     with tempfile.TemporaryDirectory(prefix="convtvm_tune_") as tmp:
         work = Path(tmp)
@@ -334,27 +352,34 @@ def tune(workloads, target="x86", trials: int = 64, log=None, *, weights=None, t
                 shutil.copyfile(log / name, work / name)
         database = _open_db(work)
         builder, runner = _make_builder_runner(info, isolated)
+        interrupted: list = []
+
+        def after_batch():
+            _sync(work, log, info)
+            if interrupted and exit_on_sigint:  # a safe point: every measured record is in the log
+                progress(f"interrupted: the log {log} holds every measured batch")
+                shutil.rmtree(tmp, ignore_errors=True)
+                os._exit(130)
+
         callbacks = [ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel(),
-                     _progress_callback(tasks, start, progress, lambda: _sync(work, log, info))]
+                     _progress_callback(rows, start, progress, after_batch)]
         if isolated or info.kind != "x86":
             callbacks.insert(1, ms.measure_callback.RemoveBuildArtifact())
         with _skip_tensor_intrinsics(info):
-            contexts = [make_context(w, info, seed) for w in ws]
-        progress(f"tuning {len(ws)} task(s) for {info.tag}: {trials} trials, log {log}")
+            contexts = [make_context(mod, info, name, seed) for name, mod, _ in tasks]
+        progress(f"tuning {len(tasks)} task(s) for {info.tag}: {trials} trials, log {log}")
         STATS.update(build_s=0.0, run_s=0.0, measured=0, on_measured=lambda n: progress(
             f"  [{time.time() - start:6.0f}s] measured {n} candidates ({STATS['measured']} in all)"))
-        interrupted = []
         previous = signal.getsignal(signal.SIGINT)
         if threading.current_thread() is threading.main_thread():
-            chain = previous if callable(previous) else signal.default_int_handler
-            signal.signal(signal.SIGINT, lambda *a: (interrupted.append(True), chain(*a)))
+            signal.signal(signal.SIGINT, _on_sigint(interrupted, previous, exit_on_sigint, progress))
         try:
-            ms.tune_tasks(tasks=contexts, task_weights=list(weights or [1.0] * len(ws)), work_dir=tmp,
+            ms.tune_tasks(tasks=contexts, task_weights=list(weights or [1.0] * len(tasks)), work_dir=tmp,
                           max_trials_global=int(trials), num_trials_per_iter=min(trials_per_iter, int(trials)),
                           builder=builder, runner=runner, database=database,
                           cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count()),
                           measure_callbacks=callbacks,
-                          task_scheduler="gradient" if len(ws) > 1 else "round-robin")
+                          task_scheduler="gradient" if len(tasks) > 1 else "round-robin")
         except Exception:
             if interrupted:  # Ctrl-C inside a MetaSchedule callback surfaces as an FFI error
                 raise KeyboardInterrupt from None
@@ -364,12 +389,26 @@ def tune(workloads, target="x86", trials: int = 64, log=None, *, weights=None, t
                 signal.signal(signal.SIGINT, previous)
             _sync(work, log, info)
             _ARTIFACTS.clear()
-    done = sum(t.trials for t in tasks)
+    done = sum(t.trials for t in rows)
     secs = time.time() - start
     progress(f"done: {done} trials in {secs:.0f} s ({60 * done / max(secs, 1e-9):.1f} trials/min; "
              f"compile {STATS['build_s']:.0f} s, measure {STATS['run_s']:.0f} s, search and cost model the rest); "
              f"log {log}")
-    return {"log": str(log), "trials": done, "seconds": secs, "tasks": tasks}
+    return {"log": str(log), "trials": done, "seconds": secs, "tasks": rows}
+
+
+def _on_sigint(interrupted: list, previous, exit_on_sigint: bool, progress):
+    chain = previous if callable(previous) else signal.default_int_handler
+
+    def handler(signum, frame):
+        if exit_on_sigint and not interrupted:
+            interrupted.append(True)
+            progress("\nCtrl-C: stopping after the current batch (Ctrl-C again to stop now)")
+            return
+        interrupted.append(True)
+        chain(signum, frame)
+
+    return handler
 
 
 def _progress_callback(tasks, start, progress, sync):

@@ -3,7 +3,6 @@
 Module names reproduce torchvision's ``state_dict`` keys exactly, so its
 pretrained weights load with ``strict=True``. torchvision is not required.
 """
-import copy
 import math
 from functools import partial
 
