@@ -44,8 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .module import _sha256, _tvm_version, manifest_path, write_json_atomic
+from .module import _tvm_version, export_with_manifest
 from .targets import TargetInfo, resolve
 
 CONVTVM_OPS = ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d", "relax.nn.conv1d_transpose",
@@ -524,31 +523,10 @@ class Model:
 
     def export(self, path) -> str:
         """Write ``path`` (a shared library) and ``path.json`` (its manifest), each atomically."""
-        path = Path(path).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".so")
-        os.close(fd)
-        try:
-            self.lib.export_library(tmp)
-            manifest = {
-                "kind": "model",
-                "convtvm": __version__,
-                "target": {"kind": self.target.kind, "tvm_target": json.loads(self.target.target_json)},
-                "tvm": _tvm_version(),
-                "sha256": _sha256(tmp),
-                "inputs": self.inputs,
-                "outputs": self.outputs,
-                "lowered_ops": self.lowered_ops,
-                "schedules": self.schedules,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            write_json_atomic(manifest_path(path), manifest)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        self.path = str(path)
-        return str(path)
+        fields = {"kind": "model", "inputs": self.inputs, "outputs": self.outputs,
+                  "lowered_ops": self.lowered_ops, "schedules": self.schedules}
+        self.path = export_with_manifest(path, self.lib.export_library, self.target, lambda _: fields)
+        return self.path
 
 
 def _flatten(out) -> list:

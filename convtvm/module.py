@@ -97,31 +97,15 @@ class Module:
     # -- export -----------------------------------------------------------------------------------
     def export(self, path) -> str:
         """Write ``path`` (a shared library) and ``path.json`` (its manifest), each atomically."""
-        path = Path(path).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".so")
-        os.close(fd)
-        try:
-            self._export_library(tmp)
-            manifest = {
-                "convtvm": __version__,
-                "workload": self.workload.to_json(),
-                "target": {"kind": self.target.kind, "tvm_target": json.loads(self.target.target_json)},
-                "schedule": self.schedule,
-                "tvm": _tvm_version(),
-                "sha256": _sha256(tmp),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
+        def fields(library: str) -> dict:
+            extra = {"workload": self.workload.to_json(), "schedule": self.schedule}
             if self.target.kind == "cuda":  # arch, format, kernels of the compiled code in the file
                 from . import cuda
-                manifest["cuda"] = cuda.manifest_entry(tmp)
-            write_json_atomic(manifest_path(path), manifest)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        self.path = str(path)
-        return str(path)
+                extra["cuda"] = cuda.manifest_entry(library)
+            return extra
+
+        self.path = export_with_manifest(path, self._export_library, self.target, fields)
+        return self.path
 
     def _export_library(self, tmp: str) -> None:
         if self.target.kind == "arm":
@@ -132,6 +116,28 @@ class Module:
             cuda.export_library(self, tmp)
         else:
             self.lib.export_library(tmp)
+
+
+def export_with_manifest(path, write_library, target: TargetInfo, fields) -> str:
+    """Write a library (``write_library(tmp)``) and its manifest beside it, each atomically: the
+    library goes to a temp file in the same folder and is renamed into place after the manifest.
+    ``fields(tmp)`` adds the kind-specific manifest entries."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".so")
+    os.close(fd)
+    try:
+        write_library(tmp)
+        manifest = {"convtvm": __version__,
+                    "target": {"kind": target.kind, "tvm_target": json.loads(target.target_json)},
+                    "tvm": _tvm_version(), "sha256": _sha256(tmp),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields(tmp)}
+        write_json_atomic(manifest_path(path), manifest)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return str(path)
 
 
 def manifest_path(path) -> Path:
