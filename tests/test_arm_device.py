@@ -8,7 +8,6 @@ locally and fail under CI (CI=true)."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -268,47 +267,4 @@ def test_rpc_and_tracker_paths_on_loopback(tmp_path):
 
 # ------------------------------------------------------------------------------ MetaSchedule
 
-
-@pytest.mark.slow
-def test_metaschedule_measures_on_emulated_device(arm_runtime, tmp_path):
-    import torch
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.builder import LocalBuilder
-
-    t0 = time.time()
-    mod, out_shape = _conv_mod(cin=8, hw=8, cout=8)
-    target = tvm.target.Target(device.default_target())
-    runner = device.make_rpc_runner(timeout=120)
-    # f_build=ms_build: MetaSchedule's default build minus its `import tvm.s_tir.tensor_intrin`,
-    # which LocalBuilder would otherwise pay twice in fresh workers (sanity check + the batch)
-    builder = LocalBuilder(f_build=device.ms_build, f_export=device.ms_export, timeout_sec=120,
-                           max_workers=1)
-    import tvm.s_tir.tensor_intrin  # noqa: F401  (tune_tir imports it here anyway; timed apart)
-    t1 = time.time()
-    # replay-trace: 4 random candidates from the design space, no evolutionary search (the point
-    # is measuring on the device, not search quality)
-    db = ms.tir_integration.tune_tir(mod, target, work_dir=str(tmp_path / "ms"), max_trials_global=4,
-                                     num_trials_per_iter=4, builder=builder, runner=runner,
-                                     strategy="replay-trace", num_tuning_cores=1, seed=0)
-    records = db.get_all_tuning_records()
-    secs = [float(r.run_secs[0]) for r in records if r.run_secs]
-    print(f"tuning: runner+builder+intrinsics ready in {t1 - t0:.1f}s; {len(records)} records in "
-          f"{time.time() - t1:.1f}s, run_secs={secs}")
-    finite = [s for s in secs if math.isfinite(s) and s < 1e9]
-    assert finite, f"no candidate was measured on the emulated device: {secs}"
-
-    sch = ms.tir_integration.compile_tir(db, mod, target)
-    assert sch is not None
-    lib = tvm.compile(sch.mod, target=target)
-    path = device.export_library(lib, tmp_path / "tuned.so")
-    sess = device.open_session()
-    rt = device.load_module(sess, path)
-    dev = sess.cpu()
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((1, 8, 8, 8)).astype("float32")
-    w = rng.standard_normal((8, 8, 3, 3)).astype("float32")
-    y = tvm.runtime.empty(out_shape, "float32", dev)
-    rt["main"](tvm.runtime.tensor(x, dev), tvm.runtime.tensor(w, dev), y)
-    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
-    assert _rel_err(y.numpy(), ref) < 1e-4
+# MetaSchedule measuring on the emulated device: tests/test_arm.py::test_tuning_over_rpc_on_the_emulated_device
