@@ -450,7 +450,7 @@ def _rows(log: Path) -> list:
 def summarize(log, workloads: dict, info: TargetInfo) -> dict:
     """Per workload key: trials measured and the tuning curve [[trial, best ms so far], ...], in
     measurement order. Written beside pruned logs (trials.json, curves.json), which keep only the best."""
-    import tvm
+    import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
     log = Path(log)
     with open(log / DB_FILES[0]) as f:
@@ -459,7 +459,7 @@ def summarize(log, workloads: dict, info: TargetInfo) -> dict:
     for w in workloads.values():
         mod = tuned_ir_module(w, info)
         for i, m in enumerate(mods):
-            if tvm.ir.structural_equal(m, mod):
+            if tvm_ffi.structural_equal(m, mod):
                 index[i] = w.key
     summary: dict = {}
     for wl, rec in _rows(log):
