@@ -447,12 +447,10 @@ def _rows(log: Path) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def summarize(log, workloads: dict, info: TargetInfo) -> dict:
-    """Per workload key: trials measured and the tuning curve [[trial, best ms so far], ...], in
-    measurement order. Written beside pruned logs (trials.json, curves.json), which keep only the best."""
+def _workload_index(log: Path, workloads: dict, info: TargetInfo) -> dict:
+    """Database workload line number -> the Workload it holds (matched structurally)."""
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
-    log = Path(log)
     with open(log / DB_FILES[0]) as f:
         mods = [ms.database.Workload.from_json(json.loads(line)).mod for line in f if line.strip()]
     index = {}
@@ -460,7 +458,15 @@ def summarize(log, workloads: dict, info: TargetInfo) -> dict:
         mod = tuned_ir_module(w, info)
         for i, m in enumerate(mods):
             if tvm_ffi.structural_equal(m, mod):
-                index[i] = w.key
+                index[i] = w
+    return index
+
+
+def summarize(log, workloads: dict, info: TargetInfo) -> dict:
+    """Per workload key: trials measured and the tuning curve [[trial, best ms so far], ...], in
+    measurement order. Written beside pruned logs (trials.json, curves.json), which keep only the best."""
+    log = Path(log)
+    index = {i: w.key for i, w in _workload_index(log, workloads, info).items()}
     summary: dict = {}
     for wl, rec in _rows(log):
         if wl not in index:
@@ -474,18 +480,49 @@ def summarize(log, workloads: dict, info: TargetInfo) -> dict:
     return summary
 
 
-def prune(log, keep: int = 1, out=None, workloads: dict | None = None) -> int:
+def _matches_torch(w: Workload, info: TargetInfo, wl_json, rec_json) -> bool:
+    """Build one record and compare it with PyTorch on random inputs."""
+    import numpy as np
+    import tvm
+    from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
+
+    from .module import Module
+    record = ms.database.TuningRecord.from_json(rec_json, ms.database.Workload.from_json(wl_json))
+    sch = Schedule(tuned_ir_module(w, info))
+    record.trace.apply_to_schedule(sch, remove_postproc=False)
+    with info.target:
+        m = Module(tvm.compile(sch.mod, target=info.target), w, info, "tuned")
+    xs = w.random_inputs(seed=7)
+    ref = w.reference(*xs)
+    return float(np.abs(m(*xs) - ref).max()) <= 1e-4 * max(float(np.abs(ref).max()), 1e-30)
+
+
+def prune(log, keep: int = 1, out=None, workloads: dict | None = None, progress=print) -> int:
     """Keep the ``keep`` best records per workload (and target). Rewrites the log atomically.
-    With ``workloads``, also writes trials.json and curves.json (how the kept records were found)."""
+    With ``workloads``, a kept record must also reproduce PyTorch's result on this machine (a record
+    that does not is dropped and the next best taken), and trials.json and curves.json record how
+    the kept records were found."""
     log = Path(log)
     out = Path(out or log)
+    index, wl_lines = {}, []
     if workloads:
         info = resolve(json.loads((log / "target.json").read_text())["tvm_target"])
+        with open(log / DB_FILES[0]) as f:
+            wl_lines = [json.loads(line) for line in f if line.strip()]
+        index = _workload_index(log, workloads, info)
         summary = summarize(log, workloads, info)
         from .module import write_json_atomic
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "trials.json", {k: v["trials"] for k, v in summary.items()})
         write_json_atomic(out / "curves.json", {k: v["curve"] for k, v in summary.items()})
+
+    def verify(wl, rec) -> bool:
+        if wl not in index or info.is_remote or _matches_torch(index[wl], info, wl_lines[wl], rec):
+            return True
+        progress(f"dropped a record of {index[wl]}: its output does not match torch")
+        return False
+
     rows = _rows(log)
     by_wl: dict = {}
     for wl, rec in rows:
@@ -494,7 +531,10 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None) -> int:
             continue
         mean = sum(secs) / len(secs)
         by_wl.setdefault((wl, json.dumps(rec[2], sort_keys=True)), []).append((mean, [wl, rec]))
-    kept = [r for lst in by_wl.values() for _, r in sorted(lst, key=lambda x: x[0])[:keep]]
+    kept = []
+    for lst in by_wl.values():
+        good = (r for _, r in sorted(lst, key=lambda x: x[0]) if verify(*r))
+        kept += [r for _, r in zip(range(keep), good)]
     out.mkdir(parents=True, exist_ok=True)
     for name in (DB_FILES[0], "target.json"):
         if out != log:
