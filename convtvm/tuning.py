@@ -20,9 +20,11 @@ initializer that pays the slow imports once per worker, for kernels that might c
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -153,6 +155,8 @@ def best_schedule(w: Workload, info: TargetInfo, log):
 # ----------------------------------------------------------------------------------------------
 
 _ARTIFACTS: dict[str, object] = {}
+MEASURED: set = set()  # kernel_key of the candidates in the log or measured in this run
+ALREADY_MEASURED = "already measured: skipped"
 # where in-process tuning time goes; on_measured reports batches before MetaSchedule joins them
 STATS = {"build_s": 0.0, "run_s": 0.0, "measured": 0, "on_measured": lambda n: None}
 _COUNTER = itertools.count()
@@ -197,6 +201,11 @@ def _in_process_classes():
             t0 = time.time()
             results = []
             for inp in build_inputs:
+                key = kernel_key(inp.mod)
+                if key in MEASURED:  # resumed runs never measure a candidate twice
+                    results.append(BuilderResult(None, ALREADY_MEASURED))
+                    continue
+                MEASURED.add(key)
                 try:
                     # as MetaSchedule's default_build: time the kernel on pre-packed weights
                     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(inp.mod)
@@ -361,9 +370,15 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
                 shutil.rmtree(tmp, ignore_errors=True)
                 os._exit(130)
 
-        callbacks = [ms.measure_callback.AddToDatabase(), ms.measure_callback.UpdateCostModel(),
+        in_process = not isolated and info.kind == "x86"
+        if in_process:
+            MEASURED.clear()
+            MEASURED.update(_measured_hashes(database, tasks))
+        callbacks = [_add_new_to_database(database, tasks, info.target) if in_process
+                     else ms.measure_callback.AddToDatabase(),
+                     ms.measure_callback.UpdateCostModel(),
                      _progress_callback(rows, start, progress, after_batch)]
-        if isolated or info.kind != "x86":
+        if not in_process:
             callbacks.insert(1, ms.measure_callback.RemoveBuildArtifact())
         with _skip_tensor_intrinsics(info):
             contexts = [make_context(mod, info, name, seed) for name, mod, _ in tasks]
@@ -397,6 +412,45 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
     return {"log": str(log), "trials": done, "seconds": secs, "tasks": rows}
 
 
+def kernel_key(mod) -> str:
+    """Identity of a scheduled candidate. Its printed TIR, with booleans spelled as integers: a
+    trace read back from a log replays annotations such as layout_rewrite_preproc as 1, not True."""
+    return hashlib.sha1(re.sub(r"\bTrue\b", "1", mod.script()).encode()).hexdigest()
+
+
+def _measured_hashes(database, tasks) -> set:
+    """Keys (kernel_key) of every candidate the database already holds for these tasks."""
+    from tvm.s_tir import Schedule
+    hashes = set()
+    for _, mod, _ in tasks:
+        if not database.has_workload(mod):
+            continue
+        for record in database.get_top_k(database.commit_workload(mod), 1 << 30):
+            sch = Schedule(mod)
+            record.trace.apply_to_schedule(sch, remove_postproc=False)
+            hashes.add(kernel_key(sch.mod))
+    return hashes
+
+
+def _add_new_to_database(database, tasks, target):
+    """MetaSchedule's AddToDatabase, minus the candidates the builder skipped as already measured."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.database import TuningRecord
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class _AddNew(PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            workload = database.commit_workload(tasks[task_id][1])
+            for cand, built, ran in zip(measure_candidates, builder_results, runner_results):
+                if built.error_msg == ALREADY_MEASURED:
+                    continue
+                secs = [float(x) for x in ran.run_secs] if ran.run_secs and not ran.error_msg else None
+                database.commit_tuning_record(TuningRecord(cand.sch.trace, workload, secs, target, cand.args_info))
+
+    return _AddNew()
+
+
 def _on_sigint(interrupted: list, previous, exit_on_sigint: bool, progress):
     chain = previous if callable(previous) else signal.default_int_handler
 
@@ -419,12 +473,17 @@ def _progress_callback(tasks, start, progress, sync):
     class _Progress(PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             t = tasks[task_id]
+            skipped = sum(b.error_msg == ALREADY_MEASURED for b in builder_results)
             errors = [b.error_msg or r.error_msg for b, r in zip(builder_results, runner_results)
-                      if b.error_msg or r.error_msg]
+                      if (b.error_msg or r.error_msg) and b.error_msg != ALREADY_MEASURED]
             if errors:
                 progress(f"  {len(errors)} of {len(runner_results)} candidates failed; first: "
                          f"{str(errors[0]).strip().splitlines()[-1][:300]}")
-            for res in runner_results:
+            if skipped:
+                progress(f"  {skipped} candidate(s) already in the log: not measured again")
+            for built, res in zip(builder_results, runner_results):
+                if built.error_msg == ALREADY_MEASURED:
+                    continue
                 t.trials += 1
                 if res.run_secs and not res.error_msg:
                     secs = sum(float(s) for s in res.run_secs) / len(res.run_secs)
