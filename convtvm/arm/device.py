@@ -532,6 +532,13 @@ def export_library(lib, path) -> str:
 # sessions
 
 
+def _check_remote_args(rpc, tracker, key) -> None:
+    if rpc and tracker:
+        raise ValueError("give either rpc=HOST:PORT or tracker=HOST:PORT (with key), not both")
+    if tracker and not key:
+        raise ValueError("tracker=HOST:PORT needs key=DEVICE_KEY")
+
+
 def _split_addr(addr: str, what: str) -> tuple[str, int]:
     host, sep, port = str(addr).rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -566,11 +573,8 @@ def open_session(rpc: str | None = None, tracker: str | None = None, key: str | 
     - rpc="HOST:PORT": a TVM RPC server (tvm.rpc.connect);
     - tracker="HOST:PORT", key=KEY: a device from an RPC tracker (connect_tracker(...).request(key))."""
     from tvm import rpc as tvm_rpc
-    if rpc and tracker:
-        raise ValueError("give either rpc=HOST:PORT or tracker=HOST:PORT (with key), not both")
+    _check_remote_args(rpc, tracker, key)
     if tracker:
-        if not key:
-            raise ValueError("tracker=HOST:PORT needs key=DEVICE_KEY")
         host, port = _split_addr(tracker, "tracker")
         return tvm_rpc.connect_tracker(host, port).request(key, session_timeout=session_timeout)
     if rpc:
@@ -680,11 +684,8 @@ def make_rpc_runner(rpc: str | None = None, tracker: str | None = None, key: str
     (RPCConfig.session_timeout_sec). Use with LocalBuilder(f_export=ms_export)."""
     from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, RPCConfig, RPCRunner
     _ensure_importable_in_workers()
-    if rpc and tracker:
-        raise ValueError("give either rpc=HOST:PORT or tracker=HOST:PORT (with key), not both")
+    _check_remote_args(rpc, tracker, key)
     if tracker:
-        if not key:
-            raise ValueError("tracker=HOST:PORT needs key=DEVICE_KEY")
         host, port = _split_addr(tracker, "tracker")
         cfg = RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key, session_timeout_sec=timeout)
         return RPCRunner(cfg, evaluator_config=evaluator_config, max_workers=max_workers)
