@@ -21,6 +21,20 @@ ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-3  # max|y - ref| <= TOL * max|ref|
 
 
+def allowed_error(model, x) -> tuple:
+    """TOL, or 5x PyTorch's own float32 error when that is larger. With seeded random weights the
+    network amplifies rounding on some inputs (logits of ~500 instead of ~3): there torch's float32
+    result itself departs from its float64 result by ~1.5e-3 of max|ref|, so the reference is float64
+    and convtvm (whose BatchNorm is folded into the weights, so it rounds differently) may be at most
+    5x further from it than torch is; measured 3.2x on the worst input seen. A wrong kernel is off by
+    O(1)."""
+    import copy
+    with torch.no_grad():
+        r32 = model(x).numpy()
+        r64 = copy.deepcopy(model).double()(x.double()).numpy()
+    return max(TOL, 5 * max_err(r32, r64)), r64
+
+
 def max_err(y, ref) -> float:
     y, ref = np.asarray(y, np.float64), np.asarray(ref, np.float64)
     assert y.shape == ref.shape
@@ -50,13 +64,12 @@ def effnet_b1(effnet):
 def test_efficientnet_v2_s_batch1_matches_torch(effnet, effnet_b1, seed):
     _, net = effnet_b1
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        ref = effnet(x)
+    tol, ref = allowed_error(effnet, x)
     y = net(x)
     assert isinstance(y, torch.Tensor) and y.shape == (1, 1000)
     err = max_err(y, ref)
-    print(f"EfficientNetV2-S 64x64 batch 1: max|y-ref| / max|ref| = {err:.2e}")
-    assert err <= TOL
+    print(f"EfficientNetV2-S 64x64 batch 1: max|y-ref| / max|ref| = {err:.2e} (allowed {tol:.1e})")
+    assert err <= tol
     y_np = net(x.numpy())  # numpy in, numpy out
     assert isinstance(y_np, np.ndarray)
     np.testing.assert_array_equal(y_np, y.numpy())
@@ -65,11 +78,10 @@ def test_efficientnet_v2_s_batch1_matches_torch(effnet, effnet_b1, seed):
 def test_efficientnet_v2_s_batch2_matches_torch(effnet, seed):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
     net = compiled(effnet, x)
-    with torch.no_grad():
-        ref = effnet(x)
+    tol, ref = allowed_error(effnet, x)
     err = max_err(net(x), ref)
-    print(f"EfficientNetV2-S 64x64 batch 2: max|y-ref| / max|ref| = {err:.2e}")
-    assert err <= TOL
+    print(f"EfficientNetV2-S 64x64 batch 2: max|y-ref| / max|ref| = {err:.2e} (allowed {tol:.1e})")
+    assert err <= tol
     with pytest.raises(ValueError, match="compiled for"):
         net(x[:1])
 
