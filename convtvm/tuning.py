@@ -521,16 +521,17 @@ def _workload_index(log: Path, workloads: dict, info: TargetInfo) -> dict:
     return index
 
 
-def summarize(log, workloads: dict, info: TargetInfo) -> dict:
+def summarize(log, workloads: dict, info: TargetInfo, index: dict | None = None) -> dict:
     """Per workload key: trials measured and the tuning curve [[trial, best ms so far], ...], in
     measurement order. Written beside pruned logs (trials.json, curves.json), which keep only the best."""
     log = Path(log)
-    index = {i: w.key for i, w in _workload_index(log, workloads, info).items()}
+    index = index if index is not None else _workload_index(log, workloads, info)
+    keys = {i: w.key for i, w in index.items()}
     summary: dict = {}
     for wl, rec in _rows(log):
         if wl not in index:
             continue
-        entry = summary.setdefault(index[wl], {"trials": 0, "curve": [], "best": float("inf")})
+        entry = summary.setdefault(keys[wl], {"trials": 0, "curve": [], "best": float("inf")})
         entry["trials"] += 1
         if rec[1]:
             entry["best"] = min(entry["best"], 1e3 * sum(rec[1]) / len(rec[1]))
@@ -570,7 +571,7 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, progress=
         with open(log / DB_FILES[0]) as f:
             wl_lines = [json.loads(line) for line in f if line.strip()]
         index = _workload_index(log, workloads, info)
-        summary = summarize(log, workloads, info)
+        summary = summarize(log, workloads, info, index)
         from .module import write_json_atomic
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "trials.json", {k: v["trials"] for k, v in summary.items()})
