@@ -108,7 +108,8 @@ def cmd_tune(args) -> int:
     info = _target(args)
     if args.model:
         from .graph import tune_model
-        tune_model(args.model, args.input_size, info, args.trials, args.log)
+        tune_model(args.model, args.input_size, info, args.trials, args.log, trials_per_iter=args.trials_per_iter,
+                   exit_on_sigint=True)
         return 0
     ws = _workloads(args)
     try:

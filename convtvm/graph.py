@@ -191,11 +191,12 @@ def _conv_workload(call):
     data_layout, kernel_layout, out_layout = str(a.data_layout), str(a.kernel_layout), str(a.out_layout)
     transposed = "transpose" in call.op.name
     ndim = len(data_layout) - 2
-    first = "NC" + "DHW"[3 - ndim:]
-    if transposed:
-        supported = {(first, "IO" + "DHW"[3 - ndim:])}
-    else:
-        supported = {(first, "OI" + "DHW"[3 - ndim:])} | ({("NHWC", "HWIO")} if ndim == 2 else set())
+    spatial_axes = "DHW"[3 - ndim:]
+    kernel_ok = ("IO" if transposed else "OI") + spatial_axes
+    # channels-last data is computed on its channels-first view (_channels_first), except conv2d NHWC/HWIO
+    supported = {("NC" + spatial_axes, kernel_ok), ("N" + spatial_axes + "C", kernel_ok)}
+    if not transposed and ndim == 2:
+        supported.add(("NHWC", "HWIO"))
     if (data_layout, kernel_layout) not in supported or out_layout != data_layout:
         raise UnsupportedOp(f"layouts data={data_layout} kernel={kernel_layout} out={out_layout}; convtvm "
                             f"supports {', '.join(f'{d}/{k}' for d, k in sorted(supported))}")
@@ -225,10 +226,14 @@ def _pool_workload(call):
     a = call.attrs
     layout = str(a.layout)
     ndim = len(layout) - 2
-    if layout != "NC" + "DHW"[3 - ndim:] or str(a.out_layout) != layout:
-        raise UnsupportedOp(f"layout {layout} (out {a.out_layout}); convtvm pools NC{'DHW'[3 - ndim:]} only")
+    spatial_axes = "DHW"[3 - ndim:]
+    if layout not in ("NC" + spatial_axes, "N" + spatial_axes + "C") or str(a.out_layout) != layout:
+        raise UnsupportedOp(f"layout {layout} (out {a.out_layout}); convtvm pools NC{spatial_axes} "
+                            f"or N{spatial_axes}C")
     dtype = _check_dtype(call)
     dshape = _shape(call.args[0])
+    if layout.endswith("C"):  # described (and computed, see _channels_first) on the channels-first view
+        dshape = (dshape[0], dshape[-1], *dshape[1:-1])
     pad = _ints(a.padding)
     if pad[:ndim] != pad[ndim:]:
         raise UnsupportedOp(f"asymmetric padding {pad}; convtvm pools with torch's symmetric padding")
@@ -245,24 +250,28 @@ def _pool_workload(call):
 
 
 def _global_pool_workload(call):
-    """adaptive_avg_pool2d to 1x1 or a mean over both spatial axes; None: not one."""
+    """adaptive_avg_pool2d to 1x1 or a mean over both spatial axes, in NCHW or NHWC:
+    (workload, channels_last), or None when the call is not a global pooling."""
     from .variants import workload
     dshape = _shape(call.args[0])
-    if call.op.name == "relax.mean":
-        axes = sorted(int(x) % len(dshape) for x in (call.attrs.axis or []))
-        if len(dshape) != 4 or axes != [2, 3]:
+    if len(dshape) != 4 or str(call.ty.dtype) != str(call.args[0].ty.dtype):
+        return None
+    if call.op.name == "relax.mean":  # a mean over axes (2, 3) or (1, 2) of a 4-D tensor
+        axes = sorted(int(x) % 4 for x in (call.attrs.axis or []))
+        if axes not in ([2, 3], [1, 2]):
             return None
+        channels_last = axes == [1, 2]
     else:
         a = call.attrs
-        if str(a.layout) != "NCHW" or str(a.out_layout) != "NCHW" or len(dshape) != 4:
+        if str(a.layout) not in ("NCHW", "NHWC") or str(a.out_layout) != str(a.layout):
             return None
-        size = _ints(a.output_size) if a.output_size is not None else dshape[2:]
+        channels_last = str(a.layout) == "NHWC"
+        size = _ints(a.output_size) if a.output_size is not None else (None,)
         if tuple(size) not in ((1, 1), (1,)):
             return None
-    if str(call.ty.dtype) != str(call.args[0].ty.dtype):
-        return None
-    return workload("global_avg_pool2d", batch=dshape[0], input_size=dshape[2:],
-                    dtype=str(call.args[0].ty.dtype), channels=dshape[1])
+    n, c, h, w = (dshape[0], dshape[3], *dshape[1:3]) if channels_last else dshape
+    return workload("global_avg_pool2d", batch=n, input_size=(h, w), dtype=str(call.args[0].ty.dtype),
+                    channels=c), channels_last
 
 
 def _te_of(w):
@@ -276,6 +285,41 @@ def _te_of(w):
         return lambda data: te_ops.pool(data, st, "")
     assert isinstance(st, GlobalPoolSpec)
     return lambda data: te_ops.global_avg_pool(data, st, "")
+
+
+def _computed_on_nchw_view(call) -> bool:
+    """Channels-last data (NWC, NHWC, NDHWC) of a pooling or convolution that convtvm defines
+    channels-first: every one but conv2d with NHWC/HWIO, which convtvm computes natively."""
+    a, op = call.attrs, call.op.name
+    layout = str(a.data_layout) if op in _CONVS else str(a.layout)
+    native = op == "relax.nn.conv2d" and layout == "NHWC" and str(a.kernel_layout) == "HWIO"
+    return layout.startswith("N") and layout.endswith("C") and not native and "adaptive" not in op
+
+
+def _channels_first(compute, back: bool = False):
+    """``compute`` (NCHW) applied to an NHWC tensor through transposed views (inlined into its loads
+    and, with ``back``, its stores): the same kernel, read and written channels-last."""
+    from tvm import topi
+
+    def on_view(data, *weights):
+        nd = len(data.shape)
+        y = compute(topi.transpose(data, (0, nd - 1, *range(1, nd - 1))), *weights)
+        return topi.transpose(y, (0, *range(2, nd), 1)) if back else y
+    return on_view
+
+
+def _fast_sigmoid(bb, call):
+    """sigmoid(x) = 1 / (1 + exp(-x)) with TVM's vectorisable polynomial exp (topi.fast_exp, ~1 ulp)
+    instead of a scalar libm call per element; SiLU is x * sigmoid(x)."""
+    from tvm import te, topi
+
+    def sigmoid(x):
+        e = topi.fast_exp(topi.negative(x))
+        return te.compute(x.shape, lambda *i: 1 / (1 + e(*i)), name="sigmoid")
+
+    if call.op.name == "relax.nn.silu":
+        return bb.call_te(lambda x: topi.multiply(x, sigmoid(x)), call.args[0], primfunc_name_hint="silu")
+    return bb.call_te(sigmoid, call.args[0], primfunc_name_hint="sigmoid")
 
 
 def _reshaped(compute, shape):
@@ -295,24 +339,37 @@ def convtvm_legalizations(lowered: Counter, workloads: list, errors: list):
             elif "pool" in op and "adaptive" not in op:
                 w = _pool_workload(call)
             else:
-                w = _global_pool_workload(call)
-                if w is None:  # not a global pooling (e.g. a mean over channels): TVM's default
+                found = _global_pool_workload(call)
+                if found is None:  # not a global pooling (e.g. a mean over channels): TVM's default
                     return _default_legalize(op)(bb, call)
+                w, channels_last = found
         except ValueError as e:
             errors.append(UnsupportedOp(f"convtvm cannot lower {op} with attributes {_attrs_text(call)}: {e}"))
             raise errors[-1] from None
-        expected, compute = _shape(call), _te_of(w)
-        if w.variant == "global_avg_pool2d" and expected != tuple(w.output_shape):  # mean(keepdims=False)
+        expected, compute, produced = _shape(call), _te_of(w), tuple(w.output_shape)
+        if w.variant == "global_avg_pool2d" and channels_last:  # convtvm's pooling on the NCHW view
+            compute = _channels_first(compute)
+        elif _computed_on_nchw_view(call):
+            compute = _channels_first(compute, back=True)
+            produced = (produced[0], *produced[2:], produced[1])
+        if w.variant == "global_avg_pool2d" and expected != produced:  # NHWC, or keepdims=False
             compute = _reshaped(compute, expected)
-        elif tuple(w.output_shape) != expected:
+        elif produced != expected:
             errors.append(UnsupportedOp(f"convtvm cannot lower {op} ({_attrs_text(call)}): its output shape "
-                                        f"{w.output_shape} differs from Relax's {expected}"))
+                                        f"{produced} differs from Relax's {expected}"))
             raise errors[-1]
         lowered[op] += 1
         workloads.append(w)
         return bb.call_te(compute, *call.args[:2 if op in _CONVS else 1], primfunc_name_hint=PREFIX + w.variant)
 
     return {op: legalize for op in CONVTVM_OPS}
+
+
+def epilogue_legalizations(info: TargetInfo) -> dict:
+    """The target's choices for elementwise epilogues (schedules/<target>.json "graph")."""
+    if info.config.get("graph", {}).get("fast_sigmoid", False):
+        return {"relax.sigmoid": _fast_sigmoid, "relax.nn.silu": _fast_sigmoid}
+    return {}
 
 
 def _default_legalize(op_name: str):
@@ -333,23 +390,31 @@ def _attrs_text(call) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def lower(mod, info: TargetInfo, lowered: Counter | None = None, workloads: list | None = None):
-    """BN folding, convtvm legalization and fusion: a module of unscheduled fused TIR functions."""
+    """BN folding, the target's activation layout, convtvm legalization and fusion: a module of
+    unscheduled fused TIR functions, their constant weights marked layout-free (so that a tuned
+    schedule may pre-pack them) when the target's search space says so."""
     import tvm
     from tvm import relax
     lowered = Counter() if lowered is None else lowered
     workloads = [] if workloads is None else workloads
     errors = []
     mod = fold_batchnorm(mod)
+    graph_cfg = info.config.get("graph", {})
+    layouts = {f"relax.nn.{op}": list(pair) for op, pair in graph_cfg.get("convert_layout", {}).items()}
+    layout_free = info.config.get("tuning", {}).get("layout_free_weights", False)
     with info.target:
         try:
             mod = tvm.transform.Sequential([
+                *([relax.transform.ConvertLayout(layouts), relax.transform.FoldConstant()] if layouts else []),
                 relax.transform.CanonicalizeBindings(),
-                relax.transform.LegalizeOps(customize_legalize_map=convtvm_legalizations(lowered, workloads, errors)),
+                relax.transform.LegalizeOps(customize_legalize_map={
+                    **convtvm_legalizations(lowered, workloads, errors), **epilogue_legalizations(info)}),
                 relax.transform.AnnotateTIROpPattern(),
                 relax.transform.FoldConstant(),
                 relax.transform.FuseOps(),
                 relax.transform.FuseTIR(),
                 relax.transform.DeadCodeElimination(),
+                *([relax.transform.AttachAttrLayoutFreeBuffers()] if layout_free else []),
             ])(mod)
         except Exception:
             if errors:
@@ -384,12 +449,28 @@ def schedule(mod, info: TargetInfo, tuning_log=None) -> tuple:
         func, kind = _schedule_one(func, info, cfg)
         how[kind] += 1
         mod[gv] = func.with_attr(SCHEDULED, True)
+    if how["tuned"]:
+        mod = prepack_weights(mod, info)
     return mod, how
+
+
+def prepack_weights(mod, info: TargetInfo):
+    """A tuned kernel may read its weight in a packed layout (MetaSchedule's RewriteLayout): split
+    that repacking into its own function and run it once, at compile time, on the constant weights."""
+    import tvm
+    from tvm import relax
+    with info.target:
+        mod = relax.transform.SplitLayoutRewritePreproc()(mod)
+    with tvm.target.Target({"kind": "llvm"}):  # the packing runs here, on this machine
+        mod = relax.transform.FoldConstant()(mod)
+    return relax.transform.DeadCodeElimination()(mod)
 
 
 def _schedule_one(func, info: TargetInfo, cfg):
     """convtvm's fallback schedule; for a structure it does not handle, a generic one."""
     from . import fallback
+    if info.kind == "cuda":  # its rules end with dlight's Fallback, which binds any loop nest to threads
+        return fallback.apply(func, info.kind, cfg, info.target)["main"], "fallback"
     try:
         return fallback.apply(func, info.kind, cfg, info.target)["main"], "fallback"
     except Exception:  # noqa: BLE001 - e.g. TVM cannot inline a broadcasting epilogue (SE scale)
@@ -438,22 +519,21 @@ def _is_reduction(sch, block) -> bool:
     return any(iv.iter_type == _REDUCE for iv in sch.get(block).iter_vars)
 
 
-def _vm_pipeline(target):
-    import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-    return tvm.transform.Sequential(cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))
-
-
 # ----------------------------------------------------------------------------------------------
 # compile, call, export, load
 # ----------------------------------------------------------------------------------------------
 
 def compile_model(module, example_inputs, target="x86", tuning_log=None, **target_options) -> "Model":
-    """Compile a torch.nn.Module (in eval mode) for ``example_inputs``' shapes into one executable."""
+    """Compile a torch.nn.Module (in eval mode) for ``example_inputs``' shapes into one executable.
+
+    x86 runs here; "arm" cross-compiles for aarch64 and runs on the ARM device (the emulated one
+    unless ``convtvm.devices.set_arm_remote`` names a board); "cuda" builds here (nvcc) and runs
+    where a GPU is."""
     import tvm
     info = resolve(target, **target_options)
-    if info.is_remote:
-        raise ValueError(f"compile_model builds for this machine; target {info.kind} is not local here")
+    if info.kind == "cuda":
+        from . import cuda
+        cuda.register()  # device code compiled ahead of time, for the target's arch
     example_inputs = list(example_inputs)
     times = {}
     t0 = time.time()
@@ -466,14 +546,28 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **targe
     times["lower_s"] = time.time() - t0
     t0 = time.time()
     outputs = _tensor_specs(mod["main"].ret_ty)
-    ex = tvm.compile(mod, target=info.target, relax_pipeline=_vm_pipeline(info.target))
+    ex = tvm.compile(mod, target=_with_host(info), relax_pipeline=_vm_pipeline(info))
     times["build_s"] = time.time() - t0
-    t0 = time.time()
     inputs = [{"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")} for x in example_inputs]
     net = Model(ex, info, inputs, outputs, dict(lowered), dict(how))
-    times["load_s"] = time.time() - t0
     net.workloads, net.tir, net.compile_times = workloads, mod, times
     return net
+
+
+def _with_host(info: TargetInfo):
+    import tvm
+    if info.kind != "cuda":
+        return info.target
+    return tvm.target.Target({**json.loads(info.target_json), "host": {"kind": "llvm"}})
+
+
+def _vm_pipeline(info: TargetInfo):
+    import tvm
+    from tvm.relax.backend import cpu_generic, cuda
+    backend = cuda if info.kind == "cuda" else cpu_generic
+    target = _with_host(info)
+    return tvm.transform.Sequential(backend.pipeline.dataflow_lower_passes(target)
+                                    + backend.pipeline.finalize_passes(target))
 
 
 def _tensor_specs(ty) -> list:
@@ -484,15 +578,14 @@ def _tensor_specs(ty) -> list:
 
 class Model:
     """A compiled network. ``net(*xs)``: numpy in -> numpy out, torch in -> torch out (a tuple when
-    the network returns several tensors)."""
+    the network returns several tensors). It runs where its target is: in this process (x86), on
+    the ARM device over RPC, or on the local GPU; the executable is loaded there on the first call."""
 
     def __init__(self, lib, target: TargetInfo, inputs: list, outputs: list, lowered_ops: dict, schedules: dict,
                  path: str | None = None):
-        import tvm
-        from tvm import relax
         self.lib, self.target, self.inputs, self.outputs, self.path = lib, target, inputs, outputs, path
         self.lowered_ops, self.schedules = lowered_ops, schedules  # op -> count; how -> TIR functions
-        self.vm = relax.VirtualMachine(lib, tvm.cpu())
+        self._vm = self._dev = None
         self.workloads, self.tir, self.compile_times = [], None, {}
 
     def __repr__(self) -> str:
@@ -500,10 +593,42 @@ class Model:
         return (f"<convtvm.Model ({shapes}) on {self.target.tag}: {sum(self.lowered_ops.values())} convtvm ops, "
                 f"schedules {self.schedules}>")
 
+    @property
+    def vm(self):
+        """The Relax VM, on the target's device (started on first use)."""
+        if self._vm is None:
+            self._vm, self._dev = self._open()
+        return self._vm
+
+    def _open(self):
+        import tvm
+        from tvm import relax
+        if self.target.kind == "cuda":
+            from .devices import cuda_device
+            dev = cuda_device()
+            return relax.VirtualMachine(self.lib, dev), dev
+        if not self.target.is_remote:
+            return relax.VirtualMachine(self.lib, tvm.cpu()), tvm.cpu()
+        from .arm import device
+        from .devices import arm_session
+        path = self.path
+        if path is None:  # the device loads a cross-linked shared library
+            self._tmp = tempfile.TemporaryDirectory(prefix="convtvm_model_")
+            path = device.export_library(self.lib, os.path.join(self._tmp.name, "model.so"))
+        session = arm_session()
+        return relax.VirtualMachine(device.load_module(session, path), session.cpu()), session.cpu()
+
     def run(self, *arrays) -> list:
         """numpy arrays in, list of numpy arrays out."""
         import tvm
-        out = self.vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays])
+        vm = self.vm
+        args = [tvm.runtime.tensor(np.ascontiguousarray(a), self._dev) for a in arrays]
+        if self.target.kind == "arm" and self.target.is_remote:  # a remote VM returns remote objects
+            vm.set_input("main", *args)
+            vm.invoke_stateful("main")
+            out = vm.get_outputs("main")
+        else:
+            out = vm["main"](*args)
         return [o.numpy() for o in _flatten(out)]
 
     def __call__(self, *xs):
@@ -523,10 +648,26 @@ class Model:
 
     def export(self, path) -> str:
         """Write ``path`` (a shared library) and ``path.json`` (its manifest), each atomically."""
-        fields = {"kind": "model", "inputs": self.inputs, "outputs": self.outputs,
-                  "lowered_ops": self.lowered_ops, "schedules": self.schedules}
-        self.path = export_with_manifest(path, self.lib.export_library, self.target, lambda _: fields)
+        def fields(library: str) -> dict:
+            extra = {"kind": "model", "inputs": self.inputs, "outputs": self.outputs,
+                     "lowered_ops": self.lowered_ops, "schedules": self.schedules}
+            if self.target.kind == "cuda":
+                from . import cuda
+                extra["cuda"] = cuda.manifest_entry(library)
+            return extra
+
+        self.path = export_with_manifest(path, self._export_library, self.target, fields)
         return self.path
+
+    def _export_library(self, tmp: str) -> None:
+        if self.target.kind == "arm":
+            from .arm import device
+            device.export_library(self.lib, tmp)
+        elif self.target.kind == "cuda":  # the kernels compiled for the arch, not CUDA source
+            from . import cuda
+            cuda.export_library(self.lib, tmp, arch=json.loads(self.target.target_json).get("arch", "sm_90"))
+        else:
+            self.lib.export_library(tmp)
 
 
 def _flatten(out) -> list:
@@ -542,11 +683,16 @@ def load_model(path, manifest: dict) -> Model:
     if manifest.get("tvm") != _tvm_version():
         raise ValueError(f"{path}: exported with TVM {manifest.get('tvm')}, this is TVM {_tvm_version()}")
     info = resolve(manifest["target"]["tvm_target"])
-    with _drop_scope_warnings():
-        lib = tvm.runtime.load_module(str(path))
+    if info.is_remote and info.kind == "arm":
+        lib = None  # loaded by the device, from ``path``
+    else:
+        if info.kind == "cuda":
+            from .devices import cuda_device
+            cuda_device()  # a clear error where no GPU is
+        with _drop_scope_warnings():
+            lib = tvm.runtime.load_module(str(path))
     return Model(lib, info, manifest["inputs"], manifest["outputs"], manifest.get("lowered_ops", {}),
                  manifest.get("schedules", {}), str(path))
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -592,7 +738,8 @@ def extract_tasks(mod, info: TargetInfo, convtvm_only: bool = True) -> list[Task
 
 
 def tune_model(name: str, input_size: int, target_info, trials: int, log=None, *, batch: int = 1,
-               progress=print, seed: int | None = None, trials_per_iter: int = 32) -> dict:
+               progress=print, seed: int | None = None, trials_per_iter: int = 32,
+               exit_on_sigint: bool = False) -> dict:
     """Tune the conv/pool kernels of a named model (after BN folding and fusion) into ``log``."""
     from . import tuning
     info = resolve(target_info)
@@ -605,19 +752,20 @@ def tune_model(name: str, input_size: int, target_info, trials: int, log=None, *
     for t in tasks:
         progress(f"  {t}  ({100 * t.count * t.flops / max(total, 1):4.1f}%)")
     log = tuning.check_log(log or tuning.default_log(info), info, must_exist=False)
-    return tune_tasks(tasks, info, trials, log, progress=progress, seed=seed, trials_per_iter=trials_per_iter)
+    return tune_tasks(tasks, info, trials, log, progress=progress, seed=seed, trials_per_iter=trials_per_iter,
+                      exit_on_sigint=exit_on_sigint)
 
 
 def tune_tasks(tasks: list[Task], info: TargetInfo, trials: int, log, *, progress=print, seed=None,
-               trials_per_iter: int = 32) -> dict:
+               trials_per_iter: int = 32, exit_on_sigint: bool = False) -> dict:
     """tuning's engine on the model's TIR tasks; the gradient task scheduler weighs each task by
-    its call count. (No layout-free weights: the weights are constants here.)"""
+    its call count. The constant weights are layout-free (``lower``): a record may pre-pack them."""
     from . import tuning
     if not tasks:
         raise ValueError("nothing to tune: the model has no convolution or pooling task")
     return tuning.tune_modules([(t.name, t.mod, t.flops) for t in tasks], info, trials, log,
                                weights=[float(t.count) for t in tasks], progress=progress, seed=seed,
-                               trials_per_iter=trials_per_iter)
+                               trials_per_iter=trials_per_iter, exit_on_sigint=exit_on_sigint)
 
 
 def _log_trials(tasks: list[Task], info: TargetInfo, log) -> int:

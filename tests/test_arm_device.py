@@ -268,3 +268,42 @@ def test_rpc_and_tracker_paths_on_loopback(tmp_path):
 # ------------------------------------------------------------------------------ MetaSchedule
 
 # MetaSchedule measuring on the emulated device: tests/test_arm.py::test_tuning_over_rpc_on_the_emulated_device
+
+
+# ------------------------------------------------------------------------------ a whole network
+
+
+def test_efficientnet_v2_s_runs_on_emulated_device(arm_runtime, tmp_path, seed):
+    """compile_model(target="arm"): EfficientNetV2-S cross-compiled into one Relax VM executable,
+    run on the emulated aarch64 device (called like an x86 model, and again after export/load),
+    matches torch; the convolutions are convtvm's (NHWC on ARM, as schedules/arm.json says)."""
+    import torch
+
+    import convtvm
+    from convtvm import graph
+    from convtvm.models import seeded_model
+    model = seeded_model("efficientnet_v2_s", seed=0, input_size=64)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    t0 = time.time()
+    net = graph.compile_model(model, [x], target="arm")
+    print(f"\ncompile for arm: {time.time() - t0:.1f}s {net!r}")
+    assert net.target.kind == "arm" and net.target.is_remote
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert net.lowered_ops["relax.nn.conv2d"] == convs
+    with torch.no_grad():
+        ref = model(x).numpy()
+    t0 = time.time()
+    y = net(x)
+    print(f"run on the emulated device: {time.time() - t0:.1f}s")
+    assert isinstance(y, torch.Tensor) and y.shape == (1, 1000)
+    # tolerance as tests/test_graph.py's: 1e-3 of max|ref|, or 5x torch's own float32 error there
+    with torch.no_grad():
+        r64 = model.double()(x.double()).numpy()
+    tol = max(1e-3, 5 * _rel_err(ref, r64))
+    assert _rel_err(y.numpy().astype(np.float64), r64) <= tol
+    path = net.export(tmp_path / "effnet_arm.so")
+    assert device.elf_machine(path) == 183  # EM_AARCH64
+    manifest = json.loads(open(path + ".json").read())
+    assert manifest["kind"] == "model" and manifest["target"]["kind"] == "arm"
+    again = convtvm.load(path)
+    np.testing.assert_allclose(again(x.numpy()), y.numpy(), rtol=0, atol=1e-6)

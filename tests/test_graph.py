@@ -196,7 +196,8 @@ def test_small_resnet_grouped_transposed_pools(small_net, seed):
     names = [gv.name_hint for gv, _ in net.tir.functions_items()]
     # every BatchNorm folded: the transposed conv (grouped) carries only its bias and the ReLU
     assert any(n.startswith("fused_convtvm_conv_transpose2d") and "relu" in n and "divide" not in n for n in names)
-    assert "convtvm_max_pool2d" in names and "convtvm_avg_pool2d" in names
+    assert any(n.startswith("convtvm_max_pool2d") for n in names)
+    assert any(n.startswith("convtvm_avg_pool2d") for n in names)
 
 
 def test_tuned_records_are_applied(small_net, tmp_path):
@@ -246,5 +247,6 @@ def test_unsupported_attributes_raise_clearly():
     info = resolve("x86")
     with pytest.raises(graph.UnsupportedOp, match="max_pool2d.*asymmetric padding"):
         graph.lower(AsymmetricPool, info)
+    # (x86 converts every conv2d to NHWC/HWIO first; the CUDA target keeps the layouts it is given)
     with pytest.raises(graph.UnsupportedOp, match="conv2d.*layouts data=NCHW kernel=HWIO"):
-        graph.lower(MixedLayout, info)
+        graph.lower(MixedLayout, resolve("cuda"))
