@@ -93,14 +93,13 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
         fn = torch_fn(w)
         with torch.no_grad():
             t_torch = min(_time_torch(fn, targs, 1) for _ in range(3))  # warm-up + estimate
-        tvm_args = [tvm.runtime.tensor(x) for x in xs]
-        out = tvm.runtime.empty(w.output_shape, w.dtype)
         contenders = {}
-        for k, m in mods.items():
+        for k, m in mods.items():  # the kernel alone: weights pre-packed where the tuned kernel packs them
             rt = getattr(m.lib, "mod", m.lib)
-            est = min(rt.time_evaluator("main", tvm.cpu(), number=1, repeat=3)(*tvm_args, out).results)
-            f = rt.time_evaluator("main", tvm.cpu(), number=_calls_for(est), repeat=1)
-            contenders[k] = lambda f=f: f(*tvm_args, out).mean
+            fname, args = m.kernel_args(xs)
+            est = min(rt.time_evaluator(fname, tvm.cpu(), number=1, repeat=3)(*args).results)
+            f = rt.time_evaluator(fname, tvm.cpu(), number=_calls_for(est), repeat=1)
+            contenders[k] = lambda f=f, args=args: f(*args).mean
         n_torch = _calls_for(t_torch)
 
         def torch_batch():

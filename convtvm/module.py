@@ -30,21 +30,70 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
         from . import cuda
         cuda.register()  # compile device code ahead of time with the chosen compiler, for the target's arch
     record = tuning.best_schedule(w, info, tuning_log) if tuning_log else None
+    packing = None
     if record is not None:
         mod, schedule = record, "tuned"
+        mod, packing = split_weight_packing(mod, w)
     else:
         mod, schedule = fallback.apply(w.prim_func(), info.kind, info.config["fallback"], info.target), "fallback"
     with info.target:
         lib = tvm.compile(mod, target=info.target)
-    return Module(lib, w, info, schedule)
+    return Module(lib, w, info, schedule, packing=packing)
+
+
+def split_weight_packing(mod, w: Workload):
+    """A tuned kernel may read its weights in a packed layout (MetaSchedule's RewriteLayout) and repack
+    them on every call. Add two functions beside ``main`` (which still does both): ``weight_prepack``
+    (weights -> packed weights) and ``prepacked`` (inputs with packed weights -> output), so that
+    inference with fixed weights, and the benchmark, pack once. Returns (module, packing), packing
+    None when the kernel repacks nothing; else {"weights": input positions prepack reads,
+    "packed": [[shape, dtype]...], "args": [["input", i] | ["packed", j]...] of ``prepacked``}."""
+    import tvm
+    from tvm import relax
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"in{i}", relax.TensorType(s, w.dtype)) for i, s in enumerate(w.input_shapes)]
+    kernel = bb.add_func(mod["main"], "kernel")
+    with bb.function("main", params):
+        bb.emit_func_output(bb.emit(relax.call_tir(kernel, params, relax.TensorType(w.output_shape, w.dtype))))
+    split = relax.transform.SplitLayoutRewritePreproc()(bb.get())
+    names = {gv.name_hint for gv, _ in split.functions_items()}
+    if "kernel_weight_prepack" not in names:
+        return mod, None
+    where = {p: ["input", i] for i, p in enumerate(params)}
+    packing = {"weights": [], "packed": [], "args": []}
+    for binding in split["main"].body.blocks[0].bindings:
+        value = binding.value
+        if isinstance(value, relax.Call) and value.op.name == "relax.call_tir":
+            callee, args = value.args[0].name_hint, list(value.args[1].fields)
+            if callee == "kernel_weight_prepack":
+                packing["weights"] = [where[a][1] for a in args]
+                outs = value.ty.fields if hasattr(value.ty, "fields") else [value.ty]
+                packing["packed"] = [[[int(d) for d in t.shape], str(t.dtype)] for t in outs]
+                packed_var = binding.var
+                if len(outs) == 1:
+                    where[binding.var] = ["packed", 0]
+            elif callee == "kernel_prepacked":
+                packing["args"] = [where[a] for a in args]
+        elif isinstance(value, relax.TupleGetItem) and value.tuple_value.same_as(packed_var):
+            where[binding.var] = ["packed", int(value.index)]
+        elif isinstance(value, relax.Var) and value in where:
+            where[binding.var] = where[value]
+    if len(packing["args"]) != len(w.input_shapes):
+        raise RuntimeError(f"unexpected weight-packing split of the tuned {w.variant} kernel")
+    out = tvm.IRModule({"main": mod["main"]})
+    for name in ("weight_prepack", "prepacked"):
+        out[name] = split[f"kernel_{name}"].with_attr("global_symbol", name)
+    return out, packing
 
 
 class Module:
     """A compiled workload. ``m(*xs)`` takes numpy arrays (returns numpy) or torch tensors (returns
     torch, zero-copy through DLPack)."""
 
-    def __init__(self, lib, workload: Workload, target: TargetInfo, schedule: str, path: str | None = None):
+    def __init__(self, lib, workload: Workload, target: TargetInfo, schedule: str, path: str | None = None,
+                 packing: dict | None = None):
         self.lib, self.workload, self.target, self.schedule, self.path = lib, workload, target, schedule, path
+        self.packing = packing  # see split_weight_packing; None: the kernel reads the weights as given
         self._remote = None
 
     def __repr__(self) -> str:
@@ -89,16 +138,28 @@ class Module:
         from . import devices
         if self.target.is_remote:
             return devices.time(self, xs, number, repeat)
-        args = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in xs]
+        name, args = self.kernel_args(xs)
+        f = getattr(self.lib, "mod", self.lib).time_evaluator(name, tvm.cpu(), number=number, repeat=repeat)
+        return list(f(*args).results)
+
+    def kernel_args(self, xs) -> tuple[str, list]:
+        """(function, its arguments with an output buffer) for timing the kernel on these inputs, the
+        weights packed beforehand when the tuned kernel reads them packed (as MetaSchedule measured it)."""
+        import tvm
+        args = [tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x))) for x in xs]
         out = tvm.runtime.empty(self.workload.output_shape, self.workload.dtype)
-        f = getattr(self.lib, "mod", self.lib).time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)
-        return list(f(*args, out).results)
+        if not self.packing:
+            return "main", [*args, out]
+        packed = [tvm.runtime.empty(shape, dtype) for shape, dtype in self.packing["packed"]]
+        self.lib["weight_prepack"](*[args[i] for i in self.packing["weights"]], *packed)
+        pick = {"input": args, "packed": packed}
+        return "prepacked", [pick[kind][i] for kind, i in self.packing["args"]] + [out]
 
     # -- export -----------------------------------------------------------------------------------
     def export(self, path) -> str:
         """Write ``path`` (a shared library) and ``path.json`` (its manifest), each atomically."""
         def fields(library: str) -> dict:
-            extra = {"workload": self.workload.to_json(), "schedule": self.schedule}
+            extra = {"workload": self.workload.to_json(), "schedule": self.schedule, "packing": self.packing}
             if self.target.kind == "cuda":  # arch, format, kernels of the compiled code in the file
                 from . import cuda
                 extra["cuda"] = cuda.manifest_entry(library)
@@ -191,4 +252,4 @@ def load(path) -> Module:
     else:
         import tvm
         lib = tvm.runtime.load_module(str(path))
-    return Module(lib, w, info, manifest.get("schedule", "?"), str(path))
+    return Module(lib, w, info, manifest.get("schedule", "?"), str(path), packing=manifest.get("packing"))

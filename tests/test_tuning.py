@@ -116,3 +116,25 @@ def test_sigint_loses_no_committed_record(tmp_path):
     assert final[:len(seen)] == seen and len(final) >= len(seen)
     tuning.check_log(log, resolve("x86"), must_exist=True)  # every line still parses
     assert convtvm.build(W, "x86", tuning_log=log).schedule == "tuned"
+
+
+def test_tuned_kernel_with_packed_weights(tmp_path, seed):
+    """A shipped record whose kernel reads both of its weights packed (depthwise-separable: the
+    depthwise and the pointwise weight): ``prepacked`` on weights packed once by ``weight_prepack``
+    gives what ``main`` (which repacks on every call) gives, and what torch gives; export keeps it."""
+    from convtvm import suites
+    w = suites.suite("extras")["DWS"]
+    m = convtvm.build(w, "x86", tuning_log=tuning.ROOT / "tuning_logs" / "x86-znver3")
+    assert m.schedule == "tuned" and m.packing is not None
+    assert sorted(m.packing["weights"]) == w.weight_indices and len(m.packing["packed"]) == 2
+    xs = w.random_inputs(seed=seed)
+    ref = w.reference(*xs)
+    name, args = m.kernel_args(xs)
+    assert name == "prepacked"
+    assert [tuple(a.shape) for a in args[:-1]] != [tuple(x.shape) for x in xs]  # packed: other shapes
+    m.lib[name](*args)
+    assert rel_err(args[-1].numpy(), ref) <= 1e-4
+    assert rel_err(m(*xs), ref) <= 1e-4
+    again = convtvm.load(m.export(tmp_path / "dws.so"))
+    assert again.packing == m.packing and rel_err(again(*xs), ref) <= 1e-4
+    assert min(again.time(*xs, number=2, repeat=2)) > 0
