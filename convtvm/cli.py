@@ -161,11 +161,32 @@ def cmd_report(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from .tuning import prune
+    import tempfile
+
     from . import suites
-    n = prune(args.log, keep=args.keep, out=args.output, workloads=suites.suite(args.suite) if args.suite else None)
-    print(f"kept {n} records in {args.output or args.log}")
+    from .tuning import merge, prune
+    if args.into and args.output:
+        raise ValueError("give either --output (a pruned copy) or --into (merge the pruned records into a log)")
+    ws = suites.suite(args.suite) if args.suite else None
+    if not args.into:
+        n = prune(args.log, keep=args.keep, out=args.output, workloads=ws)
+        print(f"kept {n} records in {args.output or args.log}")
+        return 0
+    trials = None
+    if args.model:  # how many trials the model's tasks took, kept beside the pruned records
+        from .graph import model_trials_key
+        trials = {model_trials_key(args.model, args.input_size): _count_records(args.log)}
+    with tempfile.TemporaryDirectory() as tmp:
+        n = prune(args.log, keep=args.keep, out=tmp, workloads=ws)
+        merge(tmp, args.into, trials=trials)
+    print(f"kept {n} records, merged into {args.into}")
     return 0
+
+
+def _count_records(log) -> int:
+    from .tuning import DB_FILES
+    with open(Path(log) / DB_FILES[1]) as f:
+        return sum(1 for line in f if line.strip())
 
 
 def cmd_device(args) -> int:
@@ -219,7 +240,10 @@ def main(argv=None) -> int:
     p.add_argument("log")
     p.add_argument("--keep", type=int, default=1)
     p.add_argument("--suite", help="also record trials and tuning curves for this suite's workloads")
-    p.add_argument("-o", "--output")
+    p.add_argument("-o", "--output", help="write the pruned log here instead of rewriting LOG")
+    p.add_argument("--into", help="merge the pruned records into this log (e.g. tuning_logs/x86-znver3)")
+    p.add_argument("--model", help="with --into: record LOG's trial count as this model's (e.g. efficientnet_v2_s)")
+    p.add_argument("--input-size", type=int, default=224, help="with --model: the input size it was tuned at")
     p.set_defaults(fn=cmd_prune)
 
     p = sub.add_parser("device", help="set up a device: convtvm device setup arm-emulated")

@@ -768,9 +768,18 @@ def tune_tasks(tasks: list[Task], info: TargetInfo, trials: int, log, *, progres
                                trials_per_iter=trials_per_iter, exit_on_sigint=exit_on_sigint)
 
 
-def _log_trials(tasks: list[Task], info: TargetInfo, log) -> int:
-    """Measured records in ``log`` for these tasks."""
+def model_trials_key(name: str, input_size: int, batch: int = 1) -> str:
+    """The key under which a shipped log's trials.json records how many trials a model's tuning took."""
+    return f"model:{name}:{input_size}x{input_size}:batch{batch}"
+
+
+def _log_trials(tasks: list[Task], info: TargetInfo, log, key: str | None = None) -> int:
+    """Trials measured for these tasks: as trials.json records it under ``key`` (a pruned, shipped
+    log keeps only the best records), else the records in ``log``."""
     from .tuning import DB_FILES, _open_db, _target_key
+    meta = Path(log) / "trials.json"
+    if key and meta.exists() and key in json.loads(meta.read_text()):
+        return int(json.loads(meta.read_text())[key])
     mine = _target_key(json.loads(info.target_json))
     n = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -809,7 +818,8 @@ def bench_model(name: str, input_size: int, target_info, log=None, rounds: int =
         tuned = compile_model(model, [x], info, tuning_log=log)
         if tuned.schedules.get("tuned"):
             runs["convtvm_tuned"] = _vm_runner(tuned, xn)
-            trials = _log_trials(extract_tasks(lower(import_torch(model, [x]), info), info), info, log)
+            trials = _log_trials(extract_tasks(lower(import_torch(model, [x]), info), info), info, log,
+                                 model_trials_key(name, input_size, batch))
             notes.append(f"convtvm_tuned: {tuned.schedules['tuned']} of {sum(tuned.schedules.values())} "
                          f"TIR functions from {log}")
         else:

@@ -558,18 +558,72 @@ def _matches_torch(w: Workload, info: TargetInfo, wl_json, rec_json) -> bool:
     return float(np.abs(m(*xs) - ref).max()) <= 1e-4 * max(float(np.abs(ref).max()), 1e-30)
 
 
+def _matches_unscheduled(info: TargetInfo, wl_json, rec_json) -> bool:
+    """Build one record of a task that is no convtvm workload (a fused function of a network) and
+    compare it with the same TIR unscheduled (plain loops, as written) on random inputs: the schedule
+    must not change the result."""
+    import numpy as np
+    import tvm
+    from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
+    workload = ms.database.Workload.from_json(wl_json)
+    record = ms.database.TuningRecord.from_json(rec_json, workload)
+    sch = Schedule(workload.mod)
+    record.trace.apply_to_schedule(sch, remove_postproc=False)
+    rng = np.random.default_rng(7)
+    args = [rng.standard_normal([int(d) for d in a.shape]).astype(str(a.dtype))
+            for a in ms.arg_info.ArgInfo.from_prim_func(workload.mod["main"])]
+    outs = []
+    for mod in (sch.mod, workload.mod):
+        with info.target:
+            lib = tvm.compile(mod, target=info.target)
+        tensors = [tvm.runtime.tensor(a) for a in args]
+        lib["main"](*tensors)
+        outs.append(tensors[-1].numpy())
+    tuned, ref = outs
+    return float(np.abs(tuned - ref).max()) <= 1e-4 * max(float(np.abs(ref).max()), 1e-30)
+
+
+def merge(src, dst, trials: dict | None = None, progress=print) -> int:
+    """Add every record of the log ``src`` (same target) to the log ``dst``, and ``trials``
+    (name -> trials measured) to dst's trials.json; dst is rewritten atomically. Returns records added."""
+    from .module import write_json_atomic
+    src, dst = Path(src), Path(dst)
+    info = resolve(json.loads((src / "target.json").read_text())["tvm_target"])
+    check_log(dst, info, must_exist=False)
+    from tvm.s_tir import meta_schedule as ms
+    with tempfile.TemporaryDirectory(prefix="convtvm_merge_") as tmp:
+        work = Path(tmp)
+        for name in DB_FILES:
+            if (dst / name).exists():
+                shutil.copyfile(dst / name, work / name)
+        db, added = _open_db(work), 0
+        for rec in _open_db(src).get_all_tuning_records():
+            wl = db.commit_workload(rec.workload.mod)
+            db.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target, rec.args_info))
+            added += 1
+        _sync(work, dst, info)
+    if trials:
+        meta = dst / "trials.json"
+        counts = json.loads(meta.read_text()) if meta.exists() else {}
+        write_json_atomic(meta, {**counts, **trials})
+    progress(f"merged {added} records of {src} into {dst}")
+    return added
+
+
 def prune(log, keep: int = 1, out=None, workloads: dict | None = None, progress=print) -> int:
     """Keep the ``keep`` best records per workload (and target). Rewrites the log atomically.
-    With ``workloads``, a kept record must also reproduce PyTorch's result on this machine (a record
-    that does not is dropped and the next best taken), and trials.json and curves.json record how
-    the kept records were found."""
+    A kept record must reproduce the right result on this machine (a record that does not is dropped
+    and the next best taken): PyTorch's for the ``workloads`` given, the unscheduled TIR's for any
+    other task (a network's fused functions). With ``workloads``, trials.json and curves.json record
+    how their kept records were found."""
     log = Path(log)
     out = Path(out or log)
-    index, wl_lines = {}, []
+    info = resolve(json.loads((log / "target.json").read_text())["tvm_target"])
+    with open(log / DB_FILES[0]) as f:
+        wl_lines = [json.loads(line) for line in f if line.strip()]
+    index = {}
     if workloads:
-        info = resolve(json.loads((log / "target.json").read_text())["tvm_target"])
-        with open(log / DB_FILES[0]) as f:
-            wl_lines = [json.loads(line) for line in f if line.strip()]
         index = _workload_index(log, workloads, info)
         summary = summarize(log, workloads, info, index)
         from .module import write_json_atomic
@@ -578,9 +632,16 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, progress=
         write_json_atomic(out / "curves.json", {k: v["curve"] for k, v in summary.items()})
 
     def verify(wl, rec) -> bool:
-        if wl not in index or info.is_remote or _matches_torch(index[wl], info, wl_lines[wl], rec):
+        if info.is_remote:  # built here, runs elsewhere: nothing to compare with on this machine
             return True
-        progress(f"dropped a record of {index[wl]}: its output does not match torch")
+        if wl in index:
+            if _matches_torch(index[wl], info, wl_lines[wl], rec):
+                return True
+            progress(f"dropped a record of {index[wl]}: its output does not match torch")
+        elif _matches_unscheduled(info, wl_lines[wl], rec):
+            return True
+        else:
+            progress(f"dropped a record of workload {wl}: its output differs from the unscheduled TIR's")
         return False
 
     rows = _rows(log)
