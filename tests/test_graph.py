@@ -212,7 +212,14 @@ def test_tuned_records_are_applied(small_net, tmp_path):
     result = graph.tune_tasks(tasks[:1], info, trials=8, log=log, trials_per_iter=8, seed=0, progress=lambda s: None)
     assert result["trials"] == 8 and (log / "target.json").exists()
     assert graph._log_trials(tasks, info, log) >= 1
-    net = graph.compile_model(small_net, [x], info, tuning_log=log)
+    # ship it: prune (the kept record re-checked against the unscheduled TIR) and merge into another log
+    from convtvm import tuning
+    shipped = tmp_path / "shipped"
+    assert tuning.prune(log, keep=1, out=tmp_path / "pruned") == 1
+    assert tuning.merge(tmp_path / "pruned", shipped, trials={graph.model_trials_key("small", 30): 8}) == 1
+    assert graph._log_trials(tasks, info, shipped, graph.model_trials_key("small", 30)) == 8
+    assert graph._log_trials(tasks, info, shipped) == 1
+    net = graph.compile_model(small_net, [x], info, tuning_log=shipped)
     assert net.schedules["tuned"] == 1
     with torch.no_grad():
         refs = small_net(x)
