@@ -401,16 +401,20 @@ def _models(runs):
         for run in runs:
             m = next((m for m in run.get("models") or [] if m["name"] == name), None)
             if m is None:
-                rows.append([run["_label"], name, NM, NM, NM] + [NM] * (len(conts) + 2))
+                rows.append([run["_label"], name, NM, NM, NM] + [NM] * (len(conts) + 3))
             elif run["emulated"]:
                 rows.append([run["_label"], name, _fmt(m.get("input_size"), "d"), _fmt(m.get("batch"), "d"),
-                             _fmt(m.get("trials"), "d"), EMULATED] + ["not shown"] * (len(conts) + 1))
+                             _fmt(m.get("trials"), "d"), EMULATED] + ["not shown"] * (len(conts) + 2))
             else:
+                others = [_t(m, c) for c in conts if c not in (TUNED, UNTUNED) and _t(m, c) is not None]
+                fastest = min(others) if others else None
                 rows.append([run["_label"], name, _fmt(m.get("input_size"), "d"), _fmt(m.get("batch"), "d"),
                              _fmt(m.get("trials"), "d")] + [_ms(_t(m, c)) for c in conts]
-                            + [_x(_ratio(_t(m, TORCH), _t(m, TUNED))), _x(_ratio(_t(m, UNTUNED), _t(m, TUNED)))])
+                            + [_x(_ratio(_t(m, TORCH), _t(m, TUNED))), _x(_ratio(_t(m, UNTUNED), _t(m, TUNED))),
+                               NM if fastest is None or _t(m, TUNED) is None else f"{_t(m, TUNED) / fastest:.2f}"])
     return [("table", ["Run", "Model", "Input", "Batch", "Trials"] + [f"{c} (ms)" for c in conts]
-             + ["speedup tuned vs torch", "speedup tuned vs untuned"], rows)]
+             + ["speedup tuned vs torch", "speedup tuned vs untuned",
+                "tuned latency / fastest other (goal <= 0.8)"], rows)]
 
 
 def build_blocks(runs):
