@@ -40,13 +40,15 @@ def cuda_device():
 
 
 def load_library(info, path: str):
-    """Load an exported library for a remote target."""
+    """Load an exported library for its target: here (x86, or ARM on an aarch64 host), on the local
+    GPU (CUDA: a clear error where none is), or lazily on the ARM device."""
+    import tvm
     if info.kind == "cuda":
         cuda_device()
-        import tvm
-        return tvm.runtime.load_module(path)
-    from .arm import device
-    return _ArmLibrary(path, device)
+    elif info.is_remote:
+        from .arm import device
+        return _ArmLibrary(path, device)
+    return tvm.runtime.load_module(path)
 
 
 class _ArmLibrary:
@@ -61,14 +63,19 @@ class _ArmLibrary:
         return self._mod
 
 
-def _arm_remote_module(module):
-    if not isinstance(module.lib, _ArmLibrary):
-        tmp = tempfile.mkdtemp(prefix="convtvm_arm_")
-        path = os.path.join(tmp, "kernel.so")
-        from .arm import device
-        device.export_library(module.lib, path)
-        module.lib = _ArmLibrary(path, device)
-    return module.lib.remote(), arm_session().cpu()
+def arm_remote_library(module):
+    """(``module.lib`` loaded on the ARM session, the session's CPU device) for a convtvm Module or
+    Model. A library built here is cross-linked to a temp file first; the handle is cached on the
+    module (``module._remote``) and its own ``lib`` stays as built, so it still exports."""
+    if module._remote is None:
+        lib = module.lib
+        if not isinstance(lib, _ArmLibrary):
+            from .arm import device
+            path = os.path.join(tempfile.mkdtemp(prefix="convtvm_arm_"), "library.so")
+            device.export_library(lib, path)
+            lib = _ArmLibrary(path, device)
+        module._remote = lib
+    return module._remote.remote(), arm_session().cpu()
 
 
 def _args(module, xs, dev):
@@ -82,7 +89,7 @@ def _remote(module):
     if module.target.kind == "cuda":
         dev = cuda_device()
         return module.lib, dev
-    return _arm_remote_module(module)
+    return arm_remote_library(module)
 
 
 def run(module, xs):

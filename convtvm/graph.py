@@ -585,7 +585,7 @@ class Model:
                  path: str | None = None):
         self.lib, self.target, self.inputs, self.outputs, self.path = lib, target, inputs, outputs, path
         self.lowered_ops, self.schedules = lowered_ops, schedules  # op -> count; how -> TIR functions
-        self._vm = self._dev = None
+        self._vm = self._dev = self._remote = None
         self.workloads, self.tir, self.compile_times = [], None, {}
 
     def __repr__(self) -> str:
@@ -609,14 +609,9 @@ class Model:
             return relax.VirtualMachine(self.lib, dev), dev
         if not self.target.is_remote:
             return relax.VirtualMachine(self.lib, tvm.cpu()), tvm.cpu()
-        from .arm import device
-        from .devices import arm_session
-        path = self.path
-        if path is None:  # the device loads a cross-linked shared library
-            self._tmp = tempfile.TemporaryDirectory(prefix="convtvm_model_")
-            path = device.export_library(self.lib, os.path.join(self._tmp.name, "model.so"))
-        session = arm_session()
-        return relax.VirtualMachine(device.load_module(session, path), session.cpu()), session.cpu()
+        from .devices import arm_remote_library
+        lib, dev = arm_remote_library(self)
+        return relax.VirtualMachine(lib, dev), dev
 
     def run(self, *arrays) -> list:
         """numpy arrays in, list of numpy arrays out."""
@@ -648,26 +643,10 @@ class Model:
 
     def export(self, path) -> str:
         """Write ``path`` (a shared library) and ``path.json`` (its manifest), each atomically."""
-        def fields(library: str) -> dict:
-            extra = {"kind": "model", "inputs": self.inputs, "outputs": self.outputs,
-                     "lowered_ops": self.lowered_ops, "schedules": self.schedules}
-            if self.target.kind == "cuda":
-                from . import cuda
-                extra["cuda"] = cuda.manifest_entry(library)
-            return extra
-
-        self.path = export_with_manifest(path, self._export_library, self.target, fields)
+        fields = {"kind": "model", "inputs": self.inputs, "outputs": self.outputs,
+                  "lowered_ops": self.lowered_ops, "schedules": self.schedules}
+        self.path = export_with_manifest(path, self.lib, self.target, fields)
         return self.path
-
-    def _export_library(self, tmp: str) -> None:
-        if self.target.kind == "arm":
-            from .arm import device
-            device.export_library(self.lib, tmp)
-        elif self.target.kind == "cuda":  # the kernels compiled for the arch, not CUDA source
-            from . import cuda
-            cuda.export_library(self.lib, tmp, arch=json.loads(self.target.target_json).get("arch", "sm_90"))
-        else:
-            self.lib.export_library(tmp)
 
 
 def _flatten(out) -> list:
@@ -679,18 +658,12 @@ def _flatten(out) -> list:
 
 def load_model(path, manifest: dict) -> Model:
     """The Model exported at ``path`` (``convtvm.load`` has checked its sha256)."""
-    import tvm
+    from .devices import load_library
     if manifest.get("tvm") != _tvm_version():
         raise ValueError(f"{path}: exported with TVM {manifest.get('tvm')}, this is TVM {_tvm_version()}")
     info = resolve(manifest["target"]["tvm_target"])
-    if info.is_remote and info.kind == "arm":
-        lib = None  # loaded by the device, from ``path``
-    else:
-        if info.kind == "cuda":
-            from .devices import cuda_device
-            cuda_device()  # a clear error where no GPU is
-        with _drop_scope_warnings():
-            lib = tvm.runtime.load_module(str(path))
+    with _drop_scope_warnings():
+        lib = load_library(info, str(path))
     return Model(lib, info, manifest["inputs"], manifest["outputs"], manifest.get("lowered_ops", {}),
                  manifest.get("schedules", {}), str(path))
 

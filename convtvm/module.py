@@ -158,41 +158,41 @@ class Module:
     # -- export -----------------------------------------------------------------------------------
     def export(self, path) -> str:
         """Write ``path`` (a shared library) and ``path.json`` (its manifest), each atomically."""
-        def fields(library: str) -> dict:
-            extra = {"workload": self.workload.to_json(), "schedule": self.schedule, "packing": self.packing}
-            if self.target.kind == "cuda":  # arch, format, kernels of the compiled code in the file
-                from . import cuda
-                extra["cuda"] = cuda.manifest_entry(library)
-            return extra
-
-        self.path = export_with_manifest(path, self._export_library, self.target, fields)
+        fields = {"workload": self.workload.to_json(), "schedule": self.schedule, "packing": self.packing}
+        self.path = export_with_manifest(path, self.lib, self.target, fields)
         return self.path
 
-    def _export_library(self, tmp: str) -> None:
-        if self.target.kind == "arm":
-            from .arm import device
-            self.lib.export_library(tmp, fcompile=device.cross_compiler())
-        elif self.target.kind == "cuda":  # the kernels compiled for the arch, not CUDA source
-            from . import cuda
-            cuda.export_library(self, tmp)
-        else:
-            self.lib.export_library(tmp)
+
+def write_library(lib, target: TargetInfo, path: str) -> None:
+    """A built library as a shared object for its target: cross-linked for ARM; for CUDA carrying the
+    kernels compiled for the target's arch, not CUDA source."""
+    if target.kind == "arm":
+        from .arm import device
+        device.export_library(lib, path)
+    elif target.kind == "cuda":
+        from . import cuda
+        cuda.export_library(lib, path, arch=json.loads(target.target_json).get("arch", "sm_90"))
+    else:
+        lib.export_library(path)
 
 
-def export_with_manifest(path, write_library, target: TargetInfo, fields) -> str:
-    """Write a library (``write_library(tmp)``) and its manifest beside it, each atomically: the
-    library goes to a temp file in the same folder and is renamed into place after the manifest.
-    ``fields(tmp)`` adds the kind-specific manifest entries."""
+def export_with_manifest(path, lib, target: TargetInfo, fields: dict) -> str:
+    """Write ``lib`` (``write_library``) and its manifest beside it, each atomically: the library goes
+    to a temp file in the same folder and is renamed into place after the manifest. ``fields`` are
+    the kind-specific manifest entries; a CUDA library's also records the arch, format and kernels."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".so")
     os.close(fd)
     try:
-        write_library(tmp)
+        write_library(lib, target, tmp)
+        if target.kind == "cuda":  # arch, format, kernels of the compiled code in the file
+            from . import cuda
+            fields = {**fields, "cuda": cuda.manifest_entry(tmp)}
         manifest = {"convtvm": __version__,
                     "target": {"kind": target.kind, "tvm_target": json.loads(target.target_json)},
                     "tvm": _tvm_version(), "sha256": _sha256(tmp),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields(tmp)}
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
         write_json_atomic(manifest_path(path), manifest)
         os.replace(tmp, path)
     finally:
@@ -246,10 +246,6 @@ def load(path) -> Module:
         return load_model(path, manifest)
     w = from_json(manifest["workload"])
     info = resolve(manifest["target"]["tvm_target"])
-    if info.is_remote:
-        from . import devices
-        lib = devices.load_library(info, str(path))
-    else:
-        import tvm
-        lib = tvm.runtime.load_module(str(path))
+    from . import devices
+    lib = devices.load_library(info, str(path))
     return Module(lib, w, info, manifest.get("schedule", "?"), str(path), packing=manifest.get("packing"))

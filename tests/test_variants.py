@@ -159,12 +159,12 @@ def test_export_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     w = convtvm.workload("conv1d", in_channels=2, out_channels=2, input_size=(8,), kernel_size=3)
     m = convtvm.build(w, "x86")
 
-    def broken(path):
+    def broken(lib, target, path):
         with open(path, "wb") as f:
             f.write(b"half a library")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(m, "_export_library", broken)
+    monkeypatch.setattr(convtvm.module, "write_library", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         m.export(tmp_path / "conv.so")
     assert list(tmp_path.iterdir()) == []
