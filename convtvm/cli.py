@@ -164,7 +164,7 @@ def cmd_prune(args) -> int:
     import tempfile
 
     from . import suites
-    from .tuning import merge, prune
+    from .tuning import _rows, merge, prune
     if args.into and args.output:
         raise ValueError("give either --output (a pruned copy) or --into (merge the pruned records into a log)")
     ws = suites.suite(args.suite) if args.suite else None
@@ -175,18 +175,12 @@ def cmd_prune(args) -> int:
     trials = None
     if args.model:  # how many trials the model's tasks took, kept beside the pruned records
         from .graph import model_trials_key
-        trials = {model_trials_key(args.model, args.input_size): _count_records(args.log)}
+        trials = {model_trials_key(args.model, args.input_size): len(_rows(Path(args.log)))}
     with tempfile.TemporaryDirectory() as tmp:
         n = prune(args.log, keep=args.keep, out=tmp, workloads=ws)
         merge(tmp, args.into, trials=trials)
     print(f"kept {n} records, merged into {args.into}")
     return 0
-
-
-def _count_records(log) -> int:
-    from .tuning import DB_FILES
-    with open(Path(log) / DB_FILES[1]) as f:
-        return sum(1 for line in f if line.strip())
 
 
 def cmd_device(args) -> int:

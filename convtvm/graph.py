@@ -746,13 +746,16 @@ def model_trials_key(name: str, input_size: int, batch: int = 1) -> str:
     return f"model:{name}:{input_size}x{input_size}:batch{batch}"
 
 
-def _log_trials(tasks: list[Task], info: TargetInfo, log, key: str | None = None) -> int:
-    """Trials measured for these tasks: as trials.json records it under ``key`` (a pruned, shipped
-    log keeps only the best records), else the records in ``log``."""
-    from .tuning import DB_FILES, _open_db, _target_key
+def _recorded_trials(log, key: str) -> int | None:
+    """The trial count a shipped log's trials.json records under ``key`` (a pruned log keeps only
+    the best records, so counting them would say how many tasks, not how many trials)."""
     meta = Path(log) / "trials.json"
-    if key and meta.exists() and key in json.loads(meta.read_text()):
-        return int(json.loads(meta.read_text())[key])
+    return json.loads(meta.read_text()).get(key) if meta.exists() else None
+
+
+def _log_trials(tasks: list[Task], info: TargetInfo, log) -> int:
+    """Measured records in ``log`` for these tasks."""
+    from .tuning import DB_FILES, _open_db, _target_key
     mine = _target_key(json.loads(info.target_json))
     n = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -791,8 +794,9 @@ def bench_model(name: str, input_size: int, target_info, log=None, rounds: int =
         tuned = compile_model(model, [x], info, tuning_log=log)
         if tuned.schedules.get("tuned"):
             runs["convtvm_tuned"] = _vm_runner(tuned, xn)
-            trials = _log_trials(extract_tasks(lower(import_torch(model, [x]), info), info), info, log,
-                                 model_trials_key(name, input_size, batch))
+            trials = _recorded_trials(log, model_trials_key(name, input_size, batch))
+            if trials is None:  # a working log: count its records for this network's tasks
+                trials = _log_trials(extract_tasks(lower(import_torch(model, [x]), info), info), info, log)
             notes.append(f"convtvm_tuned: {tuned.schedules['tuned']} of {sum(tuned.schedules.values())} "
                          f"TIR functions from {log}")
         else:

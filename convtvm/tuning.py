@@ -139,15 +139,18 @@ def best_record(w: Workload, info: TargetInfo, log):
     return (records[0] if records else None), mod
 
 
-def best_schedule(w: Workload, info: TargetInfo, log):
-    """The tuned IRModule for ``w`` from ``log``, or None when the log has no record for it."""
+def scheduled(mod, record):
+    """``mod`` with a tuning record's schedule (its trace, postprocessing included) applied."""
     from tvm.s_tir import Schedule
-    record, mod = best_record(w, info, log)
-    if record is None:
-        return None
     sch = Schedule(mod)
     record.trace.apply_to_schedule(sch, remove_postproc=False)
     return sch.mod
+
+
+def best_schedule(w: Workload, info: TargetInfo, log):
+    """The tuned IRModule for ``w`` from ``log``, or None when the log has no record for it."""
+    record, mod = best_record(w, info, log)
+    return None if record is None else scheduled(mod, record)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,15 +423,12 @@ def kernel_key(mod) -> str:
 
 def _measured_hashes(database, tasks) -> set:
     """Keys (kernel_key) of every candidate the database already holds for these tasks."""
-    from tvm.s_tir import Schedule
     hashes = set()
     for _, mod, _ in tasks:
         if not database.has_workload(mod):
             continue
         for record in database.get_top_k(database.commit_workload(mod), 1 << 30):
-            sch = Schedule(mod)
-            record.trace.apply_to_schedule(sch, remove_postproc=False)
-            hashes.add(kernel_key(sch.mod))
+            hashes.add(kernel_key(scheduled(mod, record)))
     return hashes
 
 
@@ -542,20 +542,21 @@ def summarize(log, workloads: dict, info: TargetInfo, index: dict | None = None)
 
 def _matches_torch(w: Workload, info: TargetInfo, wl_json, rec_json) -> bool:
     """Build one record and compare it with PyTorch on random inputs."""
-    import numpy as np
     import tvm
-    from tvm.s_tir import Schedule
     from tvm.s_tir import meta_schedule as ms
 
     from .module import Module
     record = ms.database.TuningRecord.from_json(rec_json, ms.database.Workload.from_json(wl_json))
-    sch = Schedule(tuned_ir_module(w, info))
-    record.trace.apply_to_schedule(sch, remove_postproc=False)
     with info.target:
-        m = Module(tvm.compile(sch.mod, target=info.target), w, info, "tuned")
+        m = Module(tvm.compile(scheduled(tuned_ir_module(w, info), record), target=info.target), w, info, "tuned")
     xs = w.random_inputs(seed=7)
-    ref = w.reference(*xs)
-    return float(np.abs(m(*xs) - ref).max()) <= 1e-4 * max(float(np.abs(ref).max()), 1e-30)
+    return _close(m(*xs), w.reference(*xs))
+
+
+def _close(y, ref) -> bool:
+    """max|y - ref| <= 1e-4 max|ref|: the float32 bar every kernel meets."""
+    import numpy as np
+    return float(np.abs(y - ref).max()) <= 1e-4 * max(float(np.abs(ref).max()), 1e-30)
 
 
 def _matches_unscheduled(info: TargetInfo, wl_json, rec_json) -> bool:
@@ -564,24 +565,20 @@ def _matches_unscheduled(info: TargetInfo, wl_json, rec_json) -> bool:
     must not change the result."""
     import numpy as np
     import tvm
-    from tvm.s_tir import Schedule
     from tvm.s_tir import meta_schedule as ms
     workload = ms.database.Workload.from_json(wl_json)
     record = ms.database.TuningRecord.from_json(rec_json, workload)
-    sch = Schedule(workload.mod)
-    record.trace.apply_to_schedule(sch, remove_postproc=False)
     rng = np.random.default_rng(7)
     args = [rng.standard_normal([int(d) for d in a.shape]).astype(str(a.dtype))
             for a in ms.arg_info.ArgInfo.from_prim_func(workload.mod["main"])]
     outs = []
-    for mod in (sch.mod, workload.mod):
+    for mod in (scheduled(workload.mod, record), workload.mod):
         with info.target:
             lib = tvm.compile(mod, target=info.target)
         tensors = [tvm.runtime.tensor(a) for a in args]
         lib["main"](*tensors)
         outs.append(tensors[-1].numpy())
-    tuned, ref = outs
-    return float(np.abs(tuned - ref).max()) <= 1e-4 * max(float(np.abs(ref).max()), 1e-30)
+    return _close(*outs)
 
 
 def compact_workloads(log) -> None:

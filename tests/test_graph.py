@@ -217,7 +217,7 @@ def test_tuned_records_are_applied(small_net, tmp_path):
     shipped = tmp_path / "shipped"
     assert tuning.prune(log, keep=1, out=tmp_path / "pruned") == 1
     assert tuning.merge(tmp_path / "pruned", shipped, trials={graph.model_trials_key("small", 30): 8}) == 1
-    assert graph._log_trials(tasks, info, shipped, graph.model_trials_key("small", 30)) == 8
+    assert graph._recorded_trials(shipped, graph.model_trials_key("small", 30)) == 8
     assert graph._log_trials(tasks, info, shipped) == 1
     net = graph.compile_model(small_net, [x], info, tuning_log=shipped)
     assert net.schedules["tuned"] == 1
