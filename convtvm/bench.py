@@ -71,6 +71,7 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
 
     from . import build, tuning
     from .reference import torch_fn
+    from .variants import replace_params
 
     info = resolve(target)
     if info.is_remote:
@@ -89,10 +90,6 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
             if record is not None:
                 mods["convtvm_tuned"] = build(w, info, tuning_log=log)
         errors = {k: _rel_err(m(*xs), ref) for k, m in mods.items()}
-        targs = [torch.from_numpy(x) for x in xs]
-        fn = torch_fn(w)
-        with torch.no_grad():
-            t_torch = min(_time_torch(fn, targs, 1) for _ in range(3))  # warm-up + estimate
         contenders = {}
         for k, m in mods.items():  # the kernel alone: weights pre-packed where the tuned kernel packs them
             rt = getattr(m.lib, "mod", m.lib)
@@ -100,18 +97,19 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
             est = min(rt.time_evaluator(fname, tvm.cpu(), number=1, repeat=3)(*args).results)
             f = rt.time_evaluator(fname, tvm.cpu(), number=_calls_for(est), repeat=1)
             contenders[k] = lambda f=f, args=args: f(*args).mean
-        n_torch = _calls_for(t_torch)
-
-        def torch_batch():
-            with torch.no_grad():
-                return _time_torch(fn, targs, n_torch)
-
-        contenders["torch"] = torch_batch
+        torch_layouts = {w.params.get("layout") or "channels-first": w}
+        if w.channels_last:  # torch is timed in both layouts, and its faster one is the one to beat
+            twin = replace_params(w, layout=None)
+            torch_layouts[twin.params["layout"]] = twin
+        for layout, tw in torch_layouts.items():
+            contenders[f"torch {layout}"] = _torch_contender(torch_fn(tw), tw.random_inputs(seed=1))
         ms = time_interleaved(contenders, rounds)
+        torch_ms = {k.split(" ", 1)[1]: ms[k] for k in ms if k.startswith("torch ")}
+        ms["torch"] = min(torch_ms.values())
         trials = _record_trials(log, info, w) if record is not None else None
         row = {"name": name, "variant": w.variant, "params": w.to_json(), "flops": w.flops, "trials": trials,
                "timings_ms": {k: ms.get(k) for k in ("convtvm_tuned", "convtvm_untuned", "torch")},
-               "max_rel_error": max(errors.values())}
+               "torch_layouts_ms": torch_ms, "max_rel_error": max(errors.values())}
         results.append(row)
         progress(_row_text(row))
     cores = threads
@@ -120,6 +118,19 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
             "machine": machine(), "target": info.kind, "target_detail": json.loads(info.target_json),
             "emulated": False, "threads": threads, "peak_gflops": peak, "peak_source": "given" if peak else None,
             "results": results, "models": [], "tuning_curves": tuning_curves(log, info, workloads)}
+
+
+def _torch_contender(fn, xs):
+    """A zero-arg callable timing a batch of ``fn`` calls (seconds per call), batch size from a warm-up."""
+    import torch
+    args = [torch.from_numpy(x) for x in xs]
+    with torch.no_grad():
+        number = _calls_for(min(_time_torch(fn, args, 1) for _ in range(3)))
+
+    def batch():
+        with torch.no_grad():
+            return _time_torch(fn, args, number)
+    return batch
 
 
 def _rel_err(y, ref) -> float:
@@ -151,13 +162,19 @@ def _row_text(row) -> str:
         return f"{v:9.3f}" if v is not None else "      n/a"
     speed = (f"{t['torch'] / t['convtvm_tuned']:.2f}x" if t.get("convtvm_tuned") and t.get("torch") else "n/a")
     return (f"{row['name']:8s} tuned {fmt(t.get('convtvm_tuned'))} ms  untuned {fmt(t.get('convtvm_untuned'))} ms  "
-            f"torch {fmt(t.get('torch'))} ms  speedup {speed}  err {row['max_rel_error']:.1e}")
+            f"torch {fmt(t.get('torch'))} ms{_torch_layout(row)}  speedup {speed}  err {row['max_rel_error']:.1e}")
+
+
+def _torch_layout(row) -> str:
+    """' (NCHW)': the layout torch was faster in, when it was timed in more than one."""
+    layouts = row.get("torch_layouts_ms") or {}
+    return f" ({min(layouts, key=layouts.get)})" if len(layouts) > 1 else ""
 
 
 def table(result: dict) -> str:
     """Markdown table of a bench result."""
     peak = result.get("peak_gflops")
-    lines = ["| op | variant | tuned ms | untuned ms | torch ms | tuned GFLOP/s | % peak | speedup vs torch | trials |",
+    lines = ["| op | variant | tuned ms | untuned ms | torch ms (its faster layout) | tuned GFLOP/s | % peak | speedup vs torch | trials |",
              "|---|---|---|---|---|---|---|---|---|"]
     speedups = []
     for r in result["results"]:
@@ -171,7 +188,7 @@ def table(result: dict) -> str:
 
         def f(v, fmt="{:.3f}"):
             return fmt.format(v) if v is not None else "not measured"
-        lines.append(f"| {r['name']} | {r['variant']} | {f(tuned)} | {f(t.get('convtvm_untuned'))} | {f(torch_ms)} | "
+        lines.append(f"| {r['name']} | {r['variant']} | {f(tuned)} | {f(t.get('convtvm_untuned'))} | {f(torch_ms)}{_torch_layout(r)} | "
                      f"{f(gf, '{:.1f}')} | {f(gf / peak * 100 if gf and peak else None, '{:.0f}%')} | "
                      f"{f(sp, '{:.2f}x')} | {r.get('trials') or 'n/a'} |")
     if speedups:

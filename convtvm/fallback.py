@@ -204,7 +204,9 @@ def _accumulate_locally(sch: Schedule, reductions, keep) -> tuple[list, set]:
     writebacks = []
     for red in reductions:
         wb = sch.cache_write(red, 0, "local")
-        while len(consumers := sch.get_consumers(wb)) == 1:
+        # only same-shape (elementwise) epilogues: one that re-indexes (a transposed convolution's
+        # phase pick) stays a pass of its own
+        while len(consumers := sch.get_consumers(wb)) == 1 and _same_shape(sch, wb, consumers[0]):
             try:
                 sch.reverse_compute_inline(consumers[0])
             except (ScheduleError, tvm.error.InternalError):
@@ -220,6 +222,12 @@ def _accumulate_locally(sch: Schedule, reductions, keep) -> tuple[list, set]:
         except (ScheduleError, tvm.error.InternalError):
             pass
     return writebacks, tiled
+
+
+def _same_shape(sch: Schedule, producer, consumer) -> bool:
+    def shape(block):
+        return [int(d) for d in _buffer_of(sch.get(block).writes[0]).shape]
+    return shape(producer) == shape(consumer)
 
 
 def _cpu(func, cfg) -> tvm.IRModule:

@@ -10,6 +10,21 @@ from dataclasses import dataclass
 
 DTYPES = ("float32", "float64", "float16")
 
+# Activation layouts per spatial rank: channels-first (torch's) and channels-last. A channels-last
+# convolution takes its weight as (*kernel, in/groups, out), e.g. HWIO; a transposed one keeps torch's.
+LAYOUTS = {1: ("NCW", "NWC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
+
+
+def layout_name(value, ndim: int) -> str:
+    if value not in LAYOUTS[ndim]:
+        first, last = LAYOUTS[ndim]
+        raise ValueError(f"layout={value!r} must be {first!r} or {last!r}")
+    return value
+
+
+def is_channels_last(layout: str) -> bool:
+    return layout.endswith("C")
+
 
 def positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -75,18 +90,18 @@ class ConvSpec:
     bias: bool = False
     transposed: bool = False
     output_padding: tuple[int, ...] = ()
-    layout: str = "NCHW"  # "NCHW" (channels first, any ndim) or "NHWC" (channels last, 2D only)
+    layout: str = "NCHW"  # one of LAYOUTS[ndim]
     epilogue: str = "none"  # "none" or "bn_silu"
     bn_eps: float = 1e-5
 
     @property
     def channels_last(self) -> bool:
-        return self.layout == "NHWC"
+        return is_channels_last(self.layout)
 
     def weight_shape(self) -> tuple[int, ...]:
         if self.transposed:
             return (self.in_channels, self.out_channels // self.groups, *self.kernel)
-        if self.channels_last:  # HWIO
+        if self.channels_last:  # (*kernel, in/groups, out), e.g. HWIO
             return (*self.kernel, self.in_channels // self.groups, self.out_channels)
         return (self.out_channels, self.in_channels // self.groups, *self.kernel)
 
@@ -165,6 +180,7 @@ class PoolSpec:
 @dataclass(frozen=True)
 class ShuffleSpec:
     groups: int
+    channels_last: bool = False
 
     def validate(self, channels: int) -> None:
         if channels % self.groups:

@@ -1,4 +1,5 @@
-"""PyTorch references for the stages of a Workload (torch.nn.functional, channels-first)."""
+"""PyTorch references for the stages of a Workload (torch.nn.functional). Channels-last workloads run
+on torch's channels_last view of the same memory (no copies), channels-first ones as usual."""
 
 from __future__ import annotations
 
@@ -20,21 +21,19 @@ def _torch_pad(pairs) -> list[int]:
 
 
 def conv(x, w, b, st: ConvSpec):
-    if st.channels_last:
-        x, w = x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1)
+    """``x`` channels-first (a view of channels-last data for a channels-last stage)."""
+    if st.channels_last and not st.transposed:  # (*kernel, in, out) -> (out, in, *kernel)
+        w = w.permute(st.ndim + 1, st.ndim, *range(st.ndim))
     if st.transposed:
         y = _CONV_T[st.ndim](x, w, b, st.stride, 0, st.output_padding, st.groups, st.dilation)
         crop = [slice(None), slice(None)] + [slice(pb, y.shape[2 + i] - pa) for i, (pb, pa) in enumerate(st.padding)]
         y = y[tuple(crop)]
     else:
         y = _CONV[st.ndim](F.pad(x, _torch_pad(st.padding)), w, b, st.stride, 0, st.dilation, st.groups)
-    return y.permute(0, 2, 3, 1) if st.channels_last else y
+    return y
 
 
 def bn_silu(y, gamma, beta, mean, var, st: ConvSpec):
-    if st.channels_last:
-        return F.silu(F.batch_norm(y.permute(0, 3, 1, 2), mean, var, gamma, beta, False, 0.0, st.bn_eps)
-                      ).permute(0, 2, 3, 1)
     return F.silu(F.batch_norm(y, mean, var, gamma, beta, False, 0.0, st.bn_eps))
 
 
@@ -49,7 +48,7 @@ def torch_fn(workload):
 
     def f(*ts):
         feed = iter(ts[1:])
-        x = ts[0]
+        x = ts[0].movedim(-1, 1) if workload.channels_last else ts[0]  # channels-last: torch's channels_last view
         for st in workload.stages:
             if isinstance(st, ConvSpec):
                 w = next(feed)
@@ -63,7 +62,7 @@ def torch_fn(workload):
                 x = x.mean(dim=tuple(range(2, 2 + st.ndim)), keepdim=True)
             elif isinstance(st, ShuffleSpec):
                 x = F.channel_shuffle(x, st.groups)
-        return x
+        return x.movedim(1, -1) if workload.channels_last else x
 
     return f
 

@@ -15,12 +15,13 @@ from typing import Callable
 
 import numpy as np
 
-from .params import (DTYPES, ConvSpec, GlobalPoolSpec, PoolSpec, ShuffleSpec, pad_pairs, per_dim,
-                     positive_int)
+from .params import (DTYPES, LAYOUTS, ConvSpec, GlobalPoolSpec, PoolSpec, ShuffleSpec, is_channels_last,
+                     layout_name, pad_pairs, per_dim, positive_int)
 
-# Parameters every variant family accepts, with their defaults.
+# Parameters every variant family accepts, with their defaults. layout=None: channels-first (NCW, NCHW,
+# NCDHW by rank); the channels-last name (NWC, NHWC, NDHWC) computes the same in channels-last tensors.
 _CONV = dict(in_channels=16, out_channels=16, kernel_size=3, stride=1, padding=0, dilation=1, groups=1,
-             bias=False)
+             bias=False, layout=None)
 _POOL = dict(channels=16, kernel_size=2, stride=None, padding=0)
 
 
@@ -67,7 +68,7 @@ def conv_spec(p: dict, ndim: int, **override) -> ConvSpec:
         padding=padding, dilation=dilation, groups=positive_int("groups", q["groups"]),
         bias=bool(q["bias"]), transposed=transposed,
         output_padding=per_dim("output_padding", q.get("output_padding", 0), ndim, minimum=0),
-        layout=q.get("layout", "NCHW"), epilogue=q.get("epilogue", "none"), bn_eps=q.get("bn_eps", 1e-5))
+        layout=q["layout"] or LAYOUTS[ndim][0], epilogue=q.get("epilogue", "none"), bn_eps=q.get("bn_eps", 1e-5))
 
 
 def pool_spec(p: dict, ndim: int, kind: str) -> PoolSpec:
@@ -99,9 +100,9 @@ def _axis_split(p: dict):
 # ----------------------------------------------------------------------------------------------
 
 for _nd in (1, 2, 3):
-    register(f"conv{_nd}d", _nd, {**_CONV, **({"layout": "NCHW"} if _nd == 2 else {})},
-             f"General {_nd}D convolution: padding, stride, dilation, groups, bias"
-             + (", NCHW or NHWC layout" if _nd == 2 else ""))(lambda p, nd=_nd: [conv_spec(p, nd)])
+    register(f"conv{_nd}d", _nd, _CONV,
+             f"General {_nd}D convolution: padding, stride, dilation, groups, bias, {' or '.join(LAYOUTS[_nd])}")(
+        lambda p, nd=_nd: [conv_spec(p, nd)])
     register(f"group_conv{_nd}d", _nd, {**_CONV, "groups": 4}, f"Grouped {_nd}D convolution")(
         lambda p, nd=_nd: [conv_spec(p, nd)])
     register(f"depthwise_conv{_nd}d", _nd,
@@ -170,12 +171,12 @@ def _flattened(p):
 @register("shuffle_group_conv2d", 2, {**_CONV, "groups": 4},
           "Grouped convolution followed by a channel shuffle (ShuffleNet)")
 def _shuffle_group(p):
-    return [conv_spec(p, 2), ShuffleSpec(positive_int("groups", p["groups"]))]
+    return [conv_spec(p, 2), ShuffleSpec(positive_int("groups", p["groups"]), is_channels_last(p["layout"]))]
 
 
-@register("channel_shuffle", 2, {"channels": 16, "groups": 4}, "Channel shuffle (ShuffleNet)")
+@register("channel_shuffle", 2, {"channels": 16, "groups": 4, "layout": None}, "Channel shuffle (ShuffleNet)")
 def _channel_shuffle(p):
-    return [ShuffleSpec(positive_int("groups", p["groups"]))]
+    return [ShuffleSpec(positive_int("groups", p["groups"]), is_channels_last(p["layout"]))]
 
 
 @register("global_avg_pool2d", 2, {"channels": 16}, "Global average pooling to 1x1")
@@ -213,7 +214,7 @@ class Workload:
 
     @property
     def channels_last(self) -> bool:
-        return self.params.get("layout") == "NHWC"
+        return is_channels_last(self.params.get("layout") or "NCHW")
 
     def _flow(self):
         """(stage, input (C, spatial)) pairs, then the final (C, spatial)."""
@@ -296,13 +297,15 @@ class Workload:
     # -- data -----------------------------------------------------------------------------------
     def random_inputs(self, seed: int = 0) -> list[np.ndarray]:
         rng = np.random.default_rng(seed)
+        convs = iter(s for s in self.stages if isinstance(s, ConvSpec))
         out = []
         for name, shape in zip(self.input_names, self.input_shapes):
             if name.startswith("bn_var"):
                 a = rng.uniform(0.5, 1.5, shape)
-            elif name.startswith("weight"):
-                fan_in = math.prod(shape) // max(shape[0] if not self.channels_last else shape[-1], 1)
-                a = rng.uniform(-1, 1, shape) / math.sqrt(max(fan_in, 1))
+            elif name.startswith("weight"):  # torch's default init range: 1/sqrt(fan_in)
+                st = next(convs)
+                per_kernel = (st.out_channels if st.transposed else st.in_channels) // st.groups
+                a = rng.uniform(-1, 1, shape) / math.sqrt(per_kernel * math.prod(st.kernel))
             else:
                 a = rng.uniform(-1, 1, shape)
             out.append(a.astype(self.dtype))
@@ -363,8 +366,8 @@ def workload(variant: str, batch: int = 1, input_size=None, dtype: str = "float3
         input_size = (32,) * v.ndim
     input_size = per_dim("input_size", input_size, v.ndim)
     p = {**v.defaults, **kwargs}
-    if p.get("layout", "NCHW") not in ("NCHW", "NHWC"):
-        raise ValueError(f"layout={p['layout']!r} must be 'NCHW' or 'NHWC'")
+    if "layout" in p:
+        p["layout"] = layout_name(p["layout"] or LAYOUTS[v.ndim][0], v.ndim)
     if "channels" in p:
         positive_int("channels", p["channels"])
     stages = v.make(p)

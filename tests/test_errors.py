@@ -30,6 +30,7 @@ BAD_WORKLOADS = [
     (dict(variant="avg_pool2d", padding=((1, 0), (0, 0))), "must be symmetric for pooling"),
     (dict(variant="depthwise_conv2d", channel_multiplier=0), "channel_multiplier=0 must be a positive integer"),
     (dict(variant="conv2d", layout="NCWH"), "layout='NCWH' must be 'NCHW' or 'NHWC'"),
+    (dict(variant="conv3d", layout="NHWC"), "layout='NHWC' must be 'NCDHW' or 'NDHWC'"),
     (dict(variant="conv2d", dtype="int7"), "dtype='int7' must be one of"),
     (dict(variant="pointwise_conv2d", kernel_size=3), "pointwise_conv2d takes no parameter kernel_size"),
     (dict(variant="conv2d", channels=3), "conv2d takes no parameter channels"),

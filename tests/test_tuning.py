@@ -94,6 +94,22 @@ def test_prune_keeps_the_best(tuned_log, tmp_path):
     assert sum(records(out)[0][1][1]) / len(records(out)[0][1][1]) == best
 
 
+def test_prune_retime_keeps_the_fastest_when_timed_again(tuned_log, tmp_path):
+    """--retime: the 3 best records are timed again here; the kept one carries its new median and is
+    the fastest of them by that timing (so it may differ from the search's first)."""
+    out = tmp_path / "pruned"
+    assert tuning.prune(tuned_log, keep=1, out=out, retime=3) == 1
+    kept = records(out)[0]
+    by_search = sorted(records(tuned_log), key=lambda r: sum(r[1][1]) / len(r[1][1]))[:3]
+    assert json.dumps(kept[1][0]) in {json.dumps(r[1][0]) for r in by_search}
+    assert len(kept[1][1]) == 1 and kept[1][1][0] > 0
+    lines = (tuned_log / tuning.DB_FILES[0]).read_text().splitlines()
+    timed = {json.dumps(r[1][0]): tuning._kernel_timer(resolve("x86"), json.loads(lines[0]), r[1])
+             for r in by_search}
+    assert all(t() > 0 for t in timed.values())
+    assert convtvm.build(W, "x86", tuning_log=out).schedule == "tuned"
+
+
 def test_sigint_loses_no_committed_record(tmp_path):
     log = tmp_path / "x86"
     cmd = [sys.executable, "-m", "convtvm.cli", "tune", "conv2d", "in_channels=8", "out_channels=16",

@@ -10,6 +10,7 @@ import torch
 
 import convtvm
 from convtvm import suites
+from convtvm.variants import REGISTRY
 from conftest import rel_err
 
 TOL = 1e-4  # float32: max|y - ref| <= 1e-4 * max|ref|
@@ -94,6 +95,36 @@ def test_variant_matches_torch(name, params, seed):
     y = m(*xs)
     assert y.shape == tuple(w.output_shape)
     assert rel_err(y, w.reference(*xs)) <= TOL
+
+
+CHANNELS_LAST = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
+
+
+def _channels_first_inputs(w, wf, xs):
+    """The same numbers laid out for the channels-first twin ``wf`` of the channels-last ``w``."""
+    nd = w.ndim
+    out = [np.ascontiguousarray(np.moveaxis(xs[0], -1, 1))]
+    for name, x, shape in zip(w.input_names[1:], xs[1:], wf.input_shapes[1:]):
+        if name.startswith("weight") and x.shape != shape:  # (*kernel, in, out) -> (out, in, *kernel)
+            x = np.ascontiguousarray(np.transpose(x, (nd + 1, nd, *range(nd))))
+        out.append(x)
+    return out
+
+
+@pytest.mark.parametrize("name,params", [c for c in CASES if "layout" in REGISTRY[c[0]].defaults],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_channels_last_matches_torch_and_channels_first(name, params, seed):
+    """Every variant with a layout parameter computes the same in channels-last tensors (its weights
+    (*kernel, in/groups, out), a transposed conv's as torch's)."""
+    params = {k: v for k, v in params.items() if k != "batch"}
+    w = convtvm.workload(name, batch=2, **{**params, "layout": CHANNELS_LAST[REGISTRY[name].ndim]})
+    wf = convtvm.workload(name, batch=2, **{**params, "layout": None})
+    assert w.output_shape == (wf.output_shape[0], *wf.output_shape[2:], wf.output_shape[1])
+    xs = w.random_inputs(seed=seed)
+    y = convtvm.build(w, "x86")(*xs)
+    assert rel_err(y, w.reference(*xs)) <= TOL
+    yf = convtvm.build(wf, "x86")(*_channels_first_inputs(w, wf, xs))
+    assert rel_err(y, np.moveaxis(yf, 1, -1)) <= TOL
 
 
 def test_workload_api_is_plain_data():

@@ -1,0 +1,20 @@
+"""convtvm.bench on tiny workloads: what it times and records (no speed is asserted)."""
+
+import convtvm
+from convtvm import bench
+
+
+def test_bench_times_torch_in_both_layouts_for_a_channels_last_op(tmp_path):
+    ops = {"cl": convtvm.workload("conv2d", in_channels=4, out_channels=8, input_size=(9, 7), kernel_size=3,
+                                  padding=1, layout="NHWC"),
+           "cf": convtvm.workload("conv1d", in_channels=4, out_channels=4, input_size=(16,), kernel_size=3)}
+    result = bench.bench_ops(ops, "x86", log=tmp_path / "no-log", rounds=2, progress=lambda *_: None)
+    rows = {r["name"]: r for r in result["results"]}
+    cl, cf = rows["cl"], rows["cf"]
+    assert set(cl["torch_layouts_ms"]) == {"NHWC", "NCHW"}
+    assert cl["timings_ms"]["torch"] == min(cl["torch_layouts_ms"].values())
+    assert set(cf["torch_layouts_ms"]) == {"NCW"}
+    for r in (cl, cf):
+        assert r["timings_ms"]["convtvm_tuned"] is None and r["timings_ms"]["convtvm_untuned"] > 0
+        assert r["max_rel_error"] <= 1e-4
+    assert "(N" in bench.table(result).split("\n")[2]  # the table names torch's faster layout
