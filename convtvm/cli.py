@@ -169,7 +169,7 @@ def cmd_prune(args) -> int:
         raise ValueError("give either --output (a pruned copy) or --into (merge the pruned records into a log)")
     ws = suites.suite(args.suite) if args.suite else None
     if not args.into:
-        n = prune(args.log, keep=args.keep, out=args.output, workloads=ws, retime=args.retime)
+        n = prune(args.log, keep=args.keep, out=args.output, workloads=ws, retime=args.retime, only=args.only)
         print(f"kept {n} records in {args.output or args.log}")
         return 0
     trials = None
@@ -177,7 +177,7 @@ def cmd_prune(args) -> int:
         from .graph import model_trials_key
         trials = {model_trials_key(args.model, args.input_size): len(_rows(Path(args.log)))}
     with tempfile.TemporaryDirectory() as tmp:
-        n = prune(args.log, keep=args.keep, out=tmp, workloads=ws, retime=args.retime)
+        n = prune(args.log, keep=args.keep, out=tmp, workloads=ws, retime=args.retime, only=args.only)
         merge(tmp, args.into, trials=trials)
     print(f"kept {n} records, merged into {args.into}")
     return 0
@@ -237,6 +237,7 @@ def main(argv=None) -> int:
                    help="time each workload's N best records again, interleaved, and keep the fastest "
                         "(on a quiet machine: the search's own timings are noisy under load)")
     p.add_argument("--suite", help="also record trials and tuning curves for this suite's workloads")
+    p.add_argument("--only", action="store_true", help="with --suite: keep no records of other tasks")
     p.add_argument("-o", "--output", help="write the pruned log here instead of rewriting LOG")
     p.add_argument("--into", help="merge the pruned records into this log (e.g. tuning_logs/x86-znver3)")
     p.add_argument("--model", help="with --into: record LOG's trial count as this model's (e.g. efficientnet_v2_s)")

@@ -673,14 +673,15 @@ def _retimed(info: TargetInfo, wl_lines, candidates, rounds: int = 7) -> list:
     return [r for _, r in sorted(out, key=lambda x: x[0])]
 
 
-def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: int = 0, progress=print) -> int:
+def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: int = 0, only: bool = False,
+          progress=print) -> int:
     """Keep the ``keep`` best records per workload (and target). Rewrites the log atomically.
     A kept record must reproduce the right result on this machine (a record that does not is dropped
     and the next best taken): PyTorch's for the ``workloads`` given, the unscheduled TIR's for any
     other task (a network's fused functions). With ``retime`` > 1, the ``retime`` best verified
     records of each workload are timed again here, interleaved, and the fastest kept (run the
     machine quiet). With ``workloads``, trials.json and curves.json record how their kept records
-    were found."""
+    were found, and ``only`` drops the records of every other task."""
     log = Path(log)
     out = Path(out or log)
     info = resolve(json.loads((log / "target.json").read_text())["tvm_target"])
@@ -712,7 +713,7 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: i
     by_wl: dict = {}
     for wl, rec in rows:
         secs = rec[1]
-        if not secs:
+        if not secs or (only and wl not in index):
             continue
         mean = sum(secs) / len(secs)
         by_wl.setdefault((wl, json.dumps(rec[2], sort_keys=True)), []).append((mean, [wl, rec]))

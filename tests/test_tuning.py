@@ -92,6 +92,11 @@ def test_prune_keeps_the_best(tuned_log, tmp_path):
     assert m.schedule == "tuned"
     best = min(sum(r[1][1]) / len(r[1][1]) for r in records(tuned_log))
     assert sum(records(out)[0][1][1]) / len(records(out)[0][1][1]) == best
+    # only=True keeps the records of the workloads given, and none of any other task
+    other = convtvm.workload("conv1d", in_channels=4, out_channels=4, input_size=(16,), kernel_size=3)
+    assert tuning.prune(tuned_log, out=tmp_path / "mine", workloads={"w": W}, only=True) == 1
+    assert tuning.prune(tuned_log, out=tmp_path / "other", workloads={"o": other}, only=True) == 0
+    assert json.loads((tmp_path / "mine" / "trials.json").read_text()) == {W.key: 8}
 
 
 def test_prune_retime_keeps_the_fastest_when_timed_again(tuned_log, tmp_path):
