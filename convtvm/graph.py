@@ -309,13 +309,10 @@ def _channels_first(compute, back: bool = False):
 
 
 def _fast_sigmoid(bb, call):
-    """sigmoid(x) = 1 / (1 + exp(-x)) with TVM's vectorisable polynomial exp (topi.fast_exp, ~1 ulp)
-    instead of a scalar libm call per element; SiLU is x * sigmoid(x)."""
-    from tvm import te, topi
+    """sigmoid and SiLU (x * sigmoid(x)) through convtvm's vectorisable sigmoid (te_ops.sigmoid)."""
+    from tvm import topi
 
-    def sigmoid(x):
-        e = topi.fast_exp(topi.negative(x))
-        return te.compute(x.shape, lambda *i: 1 / (1 + e(*i)), name="sigmoid")
+    from .te_ops import sigmoid
 
     if call.op.name == "relax.nn.silu":
         return bb.call_te(lambda x: topi.multiply(x, sigmoid(x)), call.args[0], primfunc_name_hint="silu")
