@@ -54,12 +54,17 @@ def _calls_for(seconds: float, budget: float = 0.05) -> int:
     return max(1, min(200, int(budget / max(seconds, 1e-7))))
 
 
-def time_interleaved(contenders: dict, rounds: int) -> dict:
+def time_interleaved(contenders: dict, rounds: int, settle: float = 0.1) -> dict:
     """contenders: name -> zero-arg callable returning seconds per call for one batch.
-    Runs the batches round-robin ``rounds`` times; returns name -> median ms."""
+    Runs the batches round-robin ``rounds`` times; returns name -> median ms.
+    Each batch starts ``settle`` seconds after the previous one: thread pools (OpenMP, ONNX Runtime,
+    TVM) spin-wait for work after a call, and on two cores those spinning threads would steal the
+    cores from the next contender (measured: ONNX Runtime's EfficientNetV2-S at 108 ms right
+    after the others, 48 ms alone)."""
     samples = {k: [] for k in contenders}
     for _ in range(rounds):
         for name, f in contenders.items():
+            time.sleep(settle)
             samples[name].append(f())
     return {k: statistics.median(v) * 1e3 for k, v in samples.items()}
 
