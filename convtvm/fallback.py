@@ -201,6 +201,7 @@ def _accumulate_locally(sch: Schedule, reductions, keep) -> tuple[list, set]:
     """Give every reduction a local accumulator (cache_write) with its elementwise consumers (bias,
     batch-norm + SiLU, average divisor) fused into the write-back, then inline the injective
     producers whose names do not start with ``keep``. Returns (write-backs, names of the blocks done)."""
+    _inline_producers(sch, set(), keep)  # e.g. a sigmoid's stages into the SiLU epilogue: one epilogue left
     writebacks = []
     for red in reductions:
         wb = sch.cache_write(red, 0, "local")
@@ -213,15 +214,22 @@ def _accumulate_locally(sch: Schedule, reductions, keep) -> tuple[list, set]:
                 break
         writebacks.append(wb)
     tiled = {sch.get(b).name_hint for b in reductions + writebacks}
+    _inline_producers(sch, tiled, keep)
+    return writebacks, tiled
+
+
+def _inline_producers(sch: Schedule, skip: set, keep) -> None:
+    """Inline every injective block that feeds another (not the reductions, not names in ``skip``
+    or starting with ``keep``)."""
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         name = sch.get(block).name_hint
-        if name in tiled or (keep and name.startswith(keep)) or not sch.get_consumers(block):
+        if name in skip or (keep and name.startswith(keep)) or not sch.get_consumers(block) \
+                or _is_reduction(sch, block):
             continue
         try:
             sch.compute_inline(block)
         except (ScheduleError, tvm.error.InternalError):
             pass
-    return writebacks, tiled
 
 
 def _same_shape(sch: Schedule, producer, consumer) -> bool:
