@@ -659,18 +659,11 @@ def _retimed(info: TargetInfo, wl_lines, candidates, rounds: int = 7) -> list:
     """``candidates`` ([wl, rec] rows) re-timed in interleaved rounds on a quiet machine, fastest first,
     each with its median as its run_secs: the search measured them while other work ran, and a
     lucky sample can rank a slower schedule first."""
-    import statistics
-    timers = [_kernel_timer(info, wl_lines[wl], rec) for wl, rec in candidates]
-    samples = [[] for _ in timers]
-    for _ in range(rounds):
-        for s, t in zip(samples, timers):
-            s.append(t())
-    out = []
-    for (wl, rec), s in zip(candidates, samples):
-        rec = list(rec)
-        rec[1] = [round(statistics.median(s), 9)]
-        out.append((rec[1][0], [wl, rec]))
-    return [r for _, r in sorted(out, key=lambda x: x[0])]
+    from .bench import time_interleaved
+    ms = time_interleaved({i: _kernel_timer(info, wl_lines[wl], rec) for i, (wl, rec) in enumerate(candidates)},
+                          rounds)
+    out = [[wl, [rec[0], [round(ms[i] / 1e3, 9)], *rec[2:]]] for i, (wl, rec) in enumerate(candidates)]
+    return sorted(out, key=lambda r: r[1][1][0])
 
 
 def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: int = 0, only: bool = False,
