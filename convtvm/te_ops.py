@@ -97,8 +97,7 @@ def _conv_transpose_by_phase(data: te.Tensor, weight: te.Tensor, spec: ConvSpec,
     rj = [te.reduce_axis((0, j), name=f"rj{i}") for i, j in enumerate(taps)]
 
     def compute(*idx):
-        n, oc = idx[0], (idx[-1] if cl else idx[1])
-        ur = idx[1:-1] if cl else idx[2:]
+        n, oc, ur = _split_index(spec, idx)
         ic = oc // ocg * icg + rc
         x = [u - j + (jn - 1) for u, j, jn in zip(ur[0::2], rj, taps)]
         k = [r + j * s for r, j, s in zip(ur[1::2], rj, spec.stride)]
@@ -111,9 +110,9 @@ def _conv_transpose_by_phase(data: te.Tensor, weight: te.Tensor, spec: ConvSpec,
                           name=f"conv_phase{tag}")
 
     def pick(*idx):
-        o = idx[1:-1] if cl else idx[2:]
+        n, oc, o = _split_index(spec, idx)
         ur = [v for oi, pb, s in zip(o, lead, spec.stride) for v in (tirx.floordiv(oi + pb, s), tirx.floormod(oi + pb, s))]
-        return by_phase[(idx[0], *ur, idx[-1])] if cl else by_phase[(idx[0], idx[1], *ur)]
+        return by_phase[(n, *ur, oc)] if cl else by_phase[(n, oc, *ur)]
 
     shape = (n, *out_spatial, spec.out_channels) if cl else (n, spec.out_channels, *out_spatial)
     return te.compute(shape, pick, name=f"conv{tag}")
