@@ -260,7 +260,11 @@ def _tile_reduction(sch: Schedule, red, wb, cfg) -> None:
     extents = [int(sch.get(lp).extent) for lp in spatial]
     lanes = _pick(extents[-1], cfg["vector_lanes"])
     inner = []
-    if len(spatial) >= 2:
+    if lanes == 1 and len(spatial) >= 3 and extents[-1] * extents[-2] <= cfg["small_tile"]:
+        # no lane count divides the last axis (a transposed conv's odd (u, r) phase grid): the last two
+        # axes whole are the tile, so each weight load serves a row of outputs, not one
+        inner, spatial = spatial[-2:], spatial[:-2]
+    elif len(spatial) >= 2:
         tile = _pick(extents[-2], cfg["register_tile"])
         outer2, in2 = sch.split(spatial[-2], [None, tile])
         spatial[-2] = outer2

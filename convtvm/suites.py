@@ -5,7 +5,9 @@
 ``extras``: the other variants on MobileNet / ShuffleNet / EfficientNet shapes.
 Layouts: channels-last (NWC, NHWC, NDHWC; weights (*kernel, in, out)), as te_workload has them,
 vectorises best; the ops that already beat PyTorch by >= 1.25x in torch's channels-first layout
-(tuned in session 2: DEP-*, GRP-2, DIL-2, C1D-2, DWS, FLT) keep it, with their records.
+(tuned in session 2: DEP-*, GRP-2, DIL-2, C1D-2, DWS, FLT) keep it, with their records; SHG is
+channels-first too: its shuffle folds into the conv's output channel (a whole plane per channel
+there, one lane of a gather in channels-last).
 The benchmark times PyTorch on each in both layouts and compares with its faster one.
 ``representative``: one small-to-medium shape per variant, used by ``convtvm check``.
 """
@@ -76,8 +78,8 @@ EXTRAS: dict[str, tuple[str, dict]] = {
     "FLT": ("flattened_conv2d", dict(in_channels=64, out_channels=64, input_size=(28, 28), kernel_size=3,
                                      padding=1)),
     # ShuffleNet v1 unit (g=4, 272 channels at 28x28)
-    "SHG": _channels_last("shuffle_group_conv2d", in_channels=272, out_channels=272, input_size=(28, 28),
-                          kernel_size=1, groups=4),
+    "SHG": ("shuffle_group_conv2d", dict(in_channels=272, out_channels=272, input_size=(28, 28),
+                                        kernel_size=1, groups=4)),
     "PWG": _channels_last("pointwise_group_conv2d", in_channels=240, out_channels=240, input_size=(28, 28), groups=3),
     # EfficientNetV2-S stem conv with folded BN + SiLU
     "CBS": _channels_last("conv2d_bn_silu", in_channels=3, out_channels=24, input_size=(224, 224), kernel_size=3,

@@ -35,8 +35,14 @@ def _split_index(spec: ConvSpec, idx):
     return idx[0], idx[1], idx[2:]
 
 
-def conv(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str) -> te.Tensor:
-    """Grouped, strided, dilated N-D convolution (or transposed convolution) without epilogue."""
+def conv(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str, shuffle: ShuffleSpec | None = None) -> te.Tensor:
+    """Grouped, strided, dilated N-D convolution (or transposed convolution) without epilogue.
+
+    With ``shuffle``, the channel shuffle that follows is folded into the output channel index: output
+    channel c is computed from the filter the shuffle would have moved there, so the shuffle costs no
+    pass over memory (ShuffleNet's grouped conv + shuffle becomes one reduction)."""
+    if shuffle is not None and spec.transposed:
+        raise ValueError("a channel shuffle folds only into a forward convolution")
     if spec.transposed and max(spec.stride) > 1 and max(spec.dilation) == 1:
         return _conv_transpose_by_phase(data, weight, spec, tag)
     axes = _spatial_axes(spec.ndim, spec.channels_last)
@@ -54,6 +60,8 @@ def conv(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str) -> te.Ten
 
     def compute(*idx):
         n, oc, o = _split_index(spec, idx)
+        if shuffle is not None:
+            oc = _shuffled(oc, spec.out_channels, shuffle.groups)
         ic = oc // ocg * icg + rc
         x = [oi * s + r * d for oi, s, r, d in zip(o, stride, rk, spec.dilation)]
         if spec.transposed:  # weight (Cin, Cout/g, *K), flipped
@@ -210,12 +218,16 @@ def global_avg_pool(data: te.Tensor, spec: GlobalPoolSpec, tag: str) -> te.Tenso
     return te.compute(total.shape, lambda *i: total[i] * scale, name=f"global_avg_pool{tag}")
 
 
+def _shuffled(c, channels: int, groups: int):
+    """The channel a shuffle into ``groups`` moves to position ``c``."""
+    return c % groups * (channels // groups) + c // groups
+
+
 def channel_shuffle(data: te.Tensor, spec: ShuffleSpec, tag: str) -> te.Tensor:
     axis = len(data.shape) - 1 if spec.channels_last else 1
-    per_group = int(data.shape[axis]) // spec.groups
+    channels = int(data.shape[axis])
 
     def compute(*i):
-        c = i[axis]
-        return data[(*i[:axis], c % spec.groups * per_group + c // spec.groups, *i[axis + 1:])]
+        return data[(*i[:axis], _shuffled(i[axis], channels, spec.groups), *i[axis + 1:])]
 
     return te.compute(data.shape, compute, name=f"channel_shuffle{tag}")

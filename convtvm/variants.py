@@ -325,10 +325,14 @@ class Workload:
         placeholders = [te.placeholder(s, self.dtype, name=n) for n, s in zip(self.input_names, self.input_shapes)]
         feed = iter(placeholders[1:])
         x = placeholders[0]
-        for i, st in enumerate(self.stages):
-            tag = str(i) if len(self.stages) > 1 else ""
+        stages = list(self.stages)
+        for i, st in enumerate(stages):
+            tag = str(i) if len(stages) > 1 else ""
+            if isinstance(st, ShuffleSpec) and i and _folds_shuffle(stages[i - 1], st):
+                continue  # computed by the convolution before it
             if isinstance(st, ConvSpec):
-                x = te_ops.conv(x, next(feed), st, tag)
+                fold = stages[i + 1] if i + 1 < len(stages) and _folds_shuffle(st, stages[i + 1]) else None
+                x = te_ops.conv(x, next(feed), st, tag, shuffle=fold)
                 if st.bias:
                     x = te_ops.bias_add(x, next(feed), st, tag)
                 if st.epilogue == "bn_silu":
@@ -348,6 +352,13 @@ class Workload:
         if layout_free_weights and self.weight_indices:
             func = func.with_attr("layout_free_buffers", self.weight_indices)
         return func
+
+
+def _folds_shuffle(conv, shuffle) -> bool:
+    """A channel shuffle right after a plain forward convolution (no bias, no epilogue, same layout)
+    folds into the convolution's output channel index."""
+    return (isinstance(conv, ConvSpec) and isinstance(shuffle, ShuffleSpec) and not conv.transposed
+            and not conv.bias and conv.epilogue == "none" and conv.channels_last == shuffle.channels_last)
 
 
 def workload(variant: str, batch: int = 1, input_size=None, dtype: str = "float32", **kwargs) -> Workload:

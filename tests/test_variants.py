@@ -127,6 +127,19 @@ def test_channels_last_matches_torch_and_channels_first(name, params, seed):
     assert rel_err(y, np.moveaxis(yf, 1, -1)) <= TOL
 
 
+@pytest.mark.parametrize("layout", [None, "NHWC"])
+def test_channel_shuffle_folds_into_the_conv_before_it(layout, seed):
+    """Without bias, the shuffle after a grouped conv is the conv's output channel index (no pass of
+    its own); with bias, it stays a stage. Both give torch's result."""
+    common = dict(in_channels=12, out_channels=18, input_size=(7, 5), kernel_size=3, padding=((1, 0), (0, 1)),
+                  groups=3, layout=layout)
+    for bias, stages in ((False, 0), (True, 1)):
+        w = convtvm.workload("shuffle_group_conv2d", batch=2, bias=bias, **common)
+        assert w.prim_func().script().count('sblock("channel_shuffle') == stages
+        xs = w.random_inputs(seed=seed)
+        assert rel_err(convtvm.build(w, "x86")(*xs), w.reference(*xs)) <= TOL
+
+
 def test_workload_api_is_plain_data():
     w = convtvm.workload("conv2d", batch=1, in_channels=64, out_channels=64, input_size=(56, 56), kernel_size=3,
                          stride=1, padding=1, dilation=1, groups=1, bias=True, dtype="float32")
