@@ -9,6 +9,10 @@ compiled, checked against PyTorch.
 
 __version__ = "0.1.0"
 
+from .targets import use_every_core  # noqa: E402
+
+use_every_core()
+
 from .variants import Workload, variants, workload  # noqa: E402
 
 

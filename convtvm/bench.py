@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .targets import resolve
+from .targets import cpu_threads, resolve
 
 FLOPS_PER_CYCLE = {"x86": 32, "arm": 8}  # per core: AVX2 2 FMA x 8 fp32 x 2; NEON 1 FMA x 4 x 2
 
@@ -81,7 +81,7 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
     info = resolve(target)
     if info.is_remote:
         raise ValueError(f"bench runs on this machine; target {info.kind} is not local here")
-    threads = os.cpu_count()
+    threads = cpu_threads()
     torch.set_num_threads(threads)
     log = log or tuning.default_log(info)
     results = []

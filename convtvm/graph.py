@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .module import _tvm_version, export_with_manifest
-from .targets import TargetInfo, resolve
+from .targets import TargetInfo, cpu_threads, resolve
 
 CONVTVM_OPS = ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d", "relax.nn.conv1d_transpose",
                "relax.nn.conv2d_transpose", "relax.nn.conv3d_transpose", "relax.nn.max_pool1d",
@@ -776,9 +776,8 @@ def bench_model(name: str, input_size: int, target_info, log=None, rounds: int =
     info = resolve(target_info)
     if info.is_remote:
         raise ValueError(f"bench runs on this machine; target {info.kind} is not local here")
-    threads = os.cpu_count()
+    threads = cpu_threads()
     torch.set_num_threads(threads)
-    os.environ.setdefault("TVM_NUM_THREADS", str(threads))  # read when TVM's thread pool starts
     model, x = model_and_input(name, input_size, batch)
     xn = x.numpy()
     with torch.no_grad():
@@ -858,7 +857,7 @@ def _onnxruntime_runner(model, x, notes: list):
             path = os.path.join(tmp, "model.onnx")
             torch.onnx.export(model, (x,), path, dynamo=False)
             opts = ort.SessionOptions()
-            opts.intra_op_num_threads = os.cpu_count()
+            opts.intra_op_num_threads = cpu_threads()
             sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         feed = {sess.get_inputs()[0].name: x.numpy()}
         return lambda: sess.run(None, feed)[0]

@@ -44,6 +44,21 @@ class TargetInfo:
         return self.kind == "cuda"
 
 
+def cpu_threads() -> int:
+    """Threads for CPU kernels, TVM's and torch's alike: TVM_NUM_THREADS (or OMP_NUM_THREADS) if
+    set, else every core this process may use."""
+    value = os.environ.get("TVM_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    return int(value) if value else len(os.sched_getaffinity(0))
+
+
+def use_every_core() -> None:
+    """TVM's CPU thread pool takes x86 cores for hyper-threads: unless TVM_NUM_THREADS says
+    otherwise it starts hardware_concurrency / 2 threads, on a 2-core machine without SMT one
+    thread beside torch's two (every tuned timing halved). The pool reads the variable when it
+    first starts, so convtvm sets it on import, before any kernel runs."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(cpu_threads()))
+
+
 @lru_cache(maxsize=None)
 def schedule_config(kind: str) -> dict:
     path = SCHEDULES / f"{kind}.json"

@@ -671,10 +671,11 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: i
     """Keep the ``keep`` best records per workload (and target). Rewrites the log atomically.
     A kept record must reproduce the right result on this machine (a record that does not is dropped
     and the next best taken): PyTorch's for the ``workloads`` given, the unscheduled TIR's for any
-    other task (a network's fused functions). With ``retime`` > 1, the ``retime`` best verified
-    records of each workload are timed again here, interleaved, and the fastest kept (run the
-    machine quiet). With ``workloads``, trials.json and curves.json record how their kept records
-    were found, and ``only`` drops the records of every other task."""
+    other task (a network's fused functions). With ``retime`` >= 1, the ``retime`` best verified
+    records of each workload are timed again here, interleaved, and the fastest kept with its new
+    time (run the machine quiet; ``retime=1`` re-times a log measured under other conditions). With
+    ``workloads``, trials.json and curves.json record how their kept records were found, and
+    ``only`` drops the records of every other task."""
     log = Path(log)
     out = Path(out or log)
     info = resolve(json.loads((log / "target.json").read_text())["tvm_target"])
@@ -714,7 +715,7 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: i
     for lst in by_wl.values():
         good = (r for _, r in sorted(lst, key=lambda x: x[0]) if verify(*r))
         best = [r for _, r in zip(range(max(keep, retime)), good)]
-        if retime > 1 and len(best) > 1 and not info.is_remote:
+        if retime and best and not info.is_remote:
             before = best[0][1][1]
             best = _retimed(info, wl_lines, best)
             progress(f"  workload {best[0][0]}: re-timed its {len(best)} best records here: kept one at "
