@@ -159,3 +159,14 @@ def test_tuned_kernel_with_packed_weights(tmp_path, seed):
     again = convtvm.load(m.export(tmp_path / "dws.so"))
     assert again.packing == m.packing and rel_err(again(*xs), ref) <= 1e-4
     assert min(again.time(*xs, number=2, repeat=2)) > 0
+
+
+def test_record_verification_matches_nan_positions_and_the_rest():
+    """A network's fused batch-norm on random inputs takes square roots of negative variances: a
+    record is checked on the elements that are numbers, and must put NaN exactly where the reference does."""
+    import numpy as np
+    ref = np.array([1.0, np.nan, -2.0], dtype="float32")
+    assert tuning._close(ref + np.float32(1e-6) * np.array([1, 0, 1], dtype="float32"), ref)
+    assert not tuning._close(np.array([1.0, 0.0, -2.0], dtype="float32"), ref)  # NaN lost
+    assert not tuning._close(np.array([1.0, np.nan, -2.1], dtype="float32"), ref)  # a number off
+    assert not tuning._close(np.full(3, np.nan, dtype="float32"), np.full(3, np.nan, dtype="float32"))
