@@ -170,3 +170,20 @@ def test_record_verification_matches_nan_positions_and_the_rest():
     assert not tuning._close(np.array([1.0, 0.0, -2.0], dtype="float32"), ref)  # NaN lost
     assert not tuning._close(np.array([1.0, np.nan, -2.1], dtype="float32"), ref)  # a number off
     assert not tuning._close(np.full(3, np.nan, dtype="float32"), np.full(3, np.nan, dtype="float32"))
+
+
+def test_each_measured_batch_is_in_the_log_before_the_next_is_measured(tmp_path):
+    """MetaSchedule's gradient scheduler commits nothing until every task has had a batch; convtvm's
+    joins each batch first (a Ctrl-C in a many-task run keeps all but the batch in flight)."""
+    log = tmp_path / "x86"
+    small = convtvm.workload("conv2d", in_channels=4, out_channels=8, input_size=(9, 9), kernel_size=3, padding=1)
+    in_log = []
+
+    def progress(message):
+        if "candidates (" in message:  # the runner has just measured a batch
+            in_log.append(len(records(log)) if (log / tuning.DB_FILES[1]).exists() else 0)
+
+    result = convtvm.tune([W, small], "x86", trials=16, log=log, trials_per_iter=8, seed=2, progress=progress)
+    assert result["trials"] == 16 and [t.trials for t in result["tasks"]] == [8, 8]
+    assert in_log == [0, 8]
+    assert len(records(log)) == 16
