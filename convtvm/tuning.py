@@ -396,7 +396,8 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
                           max_trials_global=int(trials), num_trials_per_iter=min(trials_per_iter, int(trials)),
                           builder=builder, runner=runner, database=database,
                           cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count()),
-                          measure_callbacks=callbacks, task_scheduler=EagerGradient(seed))
+                          measure_callbacks=callbacks,
+                          task_scheduler=EagerGradient(seed, _logged_best_ms(database, tasks)))
         except Exception:
             if interrupted:  # Ctrl-C inside a MetaSchedule callback surfaces as an FFI error
                 raise KeyboardInterrupt from None
@@ -414,12 +415,17 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
     return {"log": str(log), "trials": done, "seconds": secs, "tasks": rows}
 
 
-def EagerGradient(seed: int | None = None):  # noqa: N802 - a class factory (needs a live FFI)
+def EagerGradient(seed: int | None = None, logged_ms=None):  # noqa: N802 - a class factory (live FFI)
     """MetaSchedule's gradient-based task scheduler (Ansor's: the next task is the one whose weighted
-    latency is falling fastest), ported as it is, except that every measured batch is joined --
-    records written, cost model updated, progress shown -- before the next task is picked.
-    MetaSchedule's own joins nothing until each task has had a first batch: on the 36-op suite,
-    1152 trials with no record in the log and no progress line, all lost to a Ctrl-C."""
+    latency is falling fastest), ported, with two changes:
+
+    - every measured batch is joined -- records written, cost model updated, progress shown --
+      before the next task is picked. MetaSchedule's own joins nothing until each task has had a
+      first batch: on the 36-op suite, 1152 trials with no record in the log and no progress line,
+      all lost to a Ctrl-C;
+    - a task the log already holds records for (``logged_ms``: its best, or None) starts from that
+      best instead of a first batch of its own, so a resumed run spends its trials where the
+      weighted latency is, not one batch on every task."""
     import random
 
     from tvm.ir.utils import derived_object
@@ -438,7 +444,9 @@ def EagerGradient(seed: int | None = None):  # noqa: N802 - a class factory (nee
         def next_task_id(self) -> int:
             tasks = self._outer().tasks_
             if not self.history:  # 1e100 ms until a candidate runs, as MetaSchedule's own
-                self.history, self.best = [[] for _ in tasks], [1e100] * len(tasks)
+                known = list(logged_ms or [None] * len(tasks))
+                self.best = [1e100 if ms is None else ms for ms in known]
+                self.history = [[] if ms is None else [ms] for ms in known]
             for i, task in enumerate(tasks):
                 if not task.is_terminated and task.measure_candidates is not None:
                     self._joined(i, self.join_running_task(i))  # in the log before the next is picked
@@ -471,6 +479,15 @@ def kernel_key(mod) -> str:
     """Identity of a scheduled candidate. Its printed TIR, with booleans spelled as integers: a
     trace read back from a log replays annotations such as layout_rewrite_preproc as 1, not True."""
     return hashlib.sha1(re.sub(r"\bTrue\b", "1", mod.script()).encode()).hexdigest()
+
+
+def _logged_best_ms(database, tasks) -> list:
+    """Per task, the best mean time (ms) of its records in the database, or None."""
+    best = []
+    for _, mod, _ in tasks:
+        top = database.get_top_k(database.commit_workload(mod), 1) if database.has_workload(mod) else []
+        best.append(1e3 * sum(float(x) for x in top[0].run_secs) / len(top[0].run_secs) if top else None)
+    return best
 
 
 def _measured_hashes(database, tasks) -> set:
