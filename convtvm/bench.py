@@ -29,6 +29,19 @@ def machine() -> dict:
             "convtvm": __version__, "hostname": platform.node(), "python": platform.python_version()}
 
 
+def same_threads() -> int:
+    """The thread count every contender runs with: torch is set to it, and TVM's pool must already
+    run it (convtvm sets TVM_NUM_THREADS on import; a pool started before that keeps its count)."""
+    import torch
+    import tvm
+    threads = cpu_threads()
+    torch.set_num_threads(threads)
+    if tvm.runtime.num_threads() != threads:
+        raise RuntimeError(f"TVM's thread pool runs {tvm.runtime.num_threads()} threads, torch {threads}: "
+                           f"set TVM_NUM_THREADS={threads} before TVM starts (import convtvm first)")
+    return threads
+
+
 def _cpuinfo() -> list[str]:
     try:
         return Path("/proc/cpuinfo").read_text().splitlines()
@@ -71,7 +84,6 @@ def time_interleaved(contenders: dict, rounds: int, settle: float = 0.1) -> dict
 
 def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progress=print) -> dict:
     """Time tuned convtvm, the untuned fallback and PyTorch for each workload."""
-    import torch
     import tvm
 
     from . import build, tuning
@@ -81,8 +93,7 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
     info = resolve(target)
     if info.is_remote:
         raise ValueError(f"bench runs on this machine; target {info.kind} is not local here")
-    threads = cpu_threads()
-    torch.set_num_threads(threads)
+    threads = same_threads()
     log = log or tuning.default_log(info)
     results = []
     for name, w in workloads.items():

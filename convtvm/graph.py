@@ -776,8 +776,7 @@ def bench_model(name: str, input_size: int, target_info, log=None, rounds: int =
     info = resolve(target_info)
     if info.is_remote:
         raise ValueError(f"bench runs on this machine; target {info.kind} is not local here")
-    threads = cpu_threads()
-    torch.set_num_threads(threads)
+    threads = bench.same_threads()
     model, x = model_and_input(name, input_size, batch)
     xn = x.numpy()
     with torch.no_grad():
