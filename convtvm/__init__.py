@@ -9,9 +9,9 @@ compiled, checked against PyTorch.
 
 __version__ = "0.1.0"
 
-from .targets import use_every_core  # noqa: E402
+from .targets import configure_cpu_threads  # noqa: E402
 
-use_every_core()
+configure_cpu_threads()
 
 from .variants import Workload, variants, workload  # noqa: E402
 

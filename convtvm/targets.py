@@ -51,12 +51,19 @@ def cpu_threads() -> int:
     return int(value) if value else len(os.sched_getaffinity(0))
 
 
-def use_every_core() -> None:
-    """TVM's CPU thread pool takes x86 cores for hyper-threads: unless TVM_NUM_THREADS says
-    otherwise it starts hardware_concurrency / 2 threads, on a 2-core machine without SMT one
-    thread beside torch's two (every tuned timing halved). The pool reads the variable when it
-    first starts, so convtvm sets it on import, before any kernel runs."""
+def configure_cpu_threads() -> None:
+    """Set up TVM's CPU thread pool (it reads these variables when it first starts, so convtvm sets
+    them on import, before any kernel runs; a value already set is kept):
+
+    - TVM_NUM_THREADS: TVM takes x86 cores for hyper-threads and otherwise starts
+      hardware_concurrency / 2 threads: on a 2-core machine without SMT one thread beside torch's two
+      (every tuned timing halved);
+    - TVM_THREAD_POOL_SPIN_COUNT: between tasks TVM's workers spin 300000 yields by default. Beside
+      torch's OpenMP threads in the same process that spinning took torch's cores (torch's 0.1 ms
+      conv1d read 6-26 ms after a TVM kernel had run, even a second later); 1000 still keeps the
+      workers warm across back-to-back calls (0 would make every call wake them: 0.044 -> 0.068 ms)."""
     os.environ.setdefault("TVM_NUM_THREADS", str(cpu_threads()))
+    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "1000")
 
 
 @lru_cache(maxsize=None)

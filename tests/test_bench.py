@@ -22,16 +22,20 @@ def test_bench_times_torch_in_both_layouts_for_a_channels_last_op(tmp_path):
 
 def test_tvm_kernels_run_on_every_core_torch_gets():
     """TVM's thread pool takes x86 cores for hyper-threads and starts half of them unless told: on a
-    2-core machine one thread against torch's two. Importing convtvm must give TVM every core."""
+    2-core machine one thread against torch's two. Importing convtvm must give TVM every core, and
+    workers that stop spinning soon after a call."""
     import os
     import subprocess
     import sys
-    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "TVM_THREAD_POOL_SPIN_COUNT")}
     code = ("import convtvm, os, tvm, torch; from convtvm.targets import cpu_threads; "
-            "print(tvm.runtime.num_threads(), cpu_threads(), len(os.sched_getaffinity(0)))")
+            "print(tvm.runtime.num_threads(), cpu_threads(), len(os.sched_getaffinity(0)), "
+            "os.environ['TVM_THREAD_POOL_SPIN_COUNT'])")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    tvm_threads, convtvm_threads, cores = map(int, out.stdout.split())
+    tvm_threads, convtvm_threads, cores, spin = map(int, out.stdout.split())
     assert tvm_threads == convtvm_threads == cores
+    assert spin == 1000  # TVM's default 300000 yields between tasks took torch's cores in the same process
     pinned = subprocess.run([sys.executable, "-c", code], env={**env, "TVM_NUM_THREADS": "1"},
                             capture_output=True, text=True, check=True)
     assert pinned.stdout.split()[:2] == ["1", "1"]  # a user's own setting is kept
