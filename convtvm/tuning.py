@@ -486,7 +486,8 @@ def _logged_best_ms(database, tasks) -> list:
     best = []
     for _, mod, _ in tasks:
         top = database.get_top_k(database.commit_workload(mod), 1) if database.has_workload(mod) else []
-        best.append(1e3 * sum(float(x) for x in top[0].run_secs) / len(top[0].run_secs) if top else None)
+        secs = [float(x) for x in top[0].run_secs] if top and top[0].run_secs else None
+        best.append(1e3 * sum(secs) / len(secs) if secs else None)
     return best
 
 
