@@ -638,12 +638,71 @@ class Model:
             outs = [torch.from_numpy(o) for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
+    def profile(self, *xs, runs: int = 5) -> list[dict]:
+        """Where an inference's time goes: each function the VM calls (the TIR kernels, the VM's own
+        builtins) with its calls and milliseconds per inference, slowest first, measured with a VM
+        instrument around every call (``runs`` inferences after one warm-up). The instrument is a Python
+        call before and after each VM call, so the figures add up to more than an uninstrumented
+        inference; their shares are what they are for. ``gflops`` where the function's FLOPs are known
+        (an in-memory model: ``self.tir``)."""
+        from tvm import relax
+        import tvm
+        if self.target.is_remote or self.target.kind == "cuda":
+            raise ValueError(f"profile runs on this machine's CPU; this model's target is {self.target.kind}")
+        vm = relax.VirtualMachine(self.lib, tvm.cpu())  # its own VM: an instrument cannot be removed
+        args = [tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x))) for x in xs]
+        secs, started = Counter(), {}
+        calls = Counter()
+
+        def instrument(func, symbol, before, ret, *_):
+            if before:
+                started[symbol] = time.perf_counter()
+            else:
+                secs[symbol] += time.perf_counter() - started[symbol]
+                calls[symbol] += 1
+            return 0  # VMInstrumentReturnKind.NO_OP: run the call as usual
+
+        vm.set_instrument(instrument)
+        vm["main"](*args)  # warm-up, not counted
+        secs.clear()
+        calls.clear()
+        for _ in range(runs):
+            vm["main"](*args)
+        flops = _function_flops(self.tir) if self.tir is not None else {}
+        rows = [{"function": name, "calls": calls[name] // runs, "ms": 1e3 * s / runs,
+                 "gflops": flops[name] * calls[name] / s / 1e9 if flops.get(name) else None}
+                for name, s in secs.items()]
+        return sorted(rows, key=lambda r: -r["ms"])
+
     def export(self, path) -> str:
         """Write ``path`` (a shared library) and ``path.json`` (its manifest), each atomically."""
         fields = {"kind": "model", "inputs": self.inputs, "outputs": self.outputs,
                   "lowered_ops": self.lowered_ops, "schedules": self.schedules}
         self.path = export_with_manifest(path, self.lib, self.target, fields)
         return self.path
+
+
+def profile_table(rows: list, top: int = 12) -> str:
+    """Markdown table of ``Model.profile`` rows: the ``top`` slowest, with their share of the total."""
+    total = sum(r["ms"] for r in rows) or 1.0
+    lines = ["| function | calls | ms per inference | share | GFLOP/s |", "|---|---|---|---|---|"]
+    for r in rows[:top]:
+        gf = f"{r['gflops']:.1f}" if r.get("gflops") else "n/a"
+        lines.append(f"| {r['function']} | {r['calls']} | {r['ms']:.3f} | {100 * r['ms'] / total:.1f}% | {gf} |")
+    return "\n".join(lines)
+
+
+def _function_flops(mod) -> dict:
+    """TIR function name -> FLOPs per call (TVM's loop-nest estimate), where TVM can count them."""
+    import tvm
+    from tvm import tirx
+    from tvm.s_tir.analysis import estimate_tir_flops
+    flops = {}
+    for gv, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            with contextlib.suppress(Exception):  # e.g. a function of opaque calls only
+                flops[gv.name_hint] = int(estimate_tir_flops(tvm.IRModule({"main": func})))
+    return flops
 
 
 def _flatten(out) -> list:
@@ -816,11 +875,16 @@ def bench_model(name: str, input_size: int, target_info, log=None, rounds: int =
             contenders[k] = lambda f=f, n=bench._calls_for(est): _seconds(f, n)
         ms_ = bench.time_interleaved(contenders, rounds)
     timings = {k: ms_.get(k) for k in ("convtvm_tuned", "convtvm_untuned", "torch", "torch_compile", "onnxruntime")}
+    profiled = tuned if "convtvm_tuned" in runs else None
     row = {"name": name, "input_size": input_size, "batch": batch, "trials": trials, "timings_ms": timings,
-           "max_rel_error": errors, "notes": notes}
+           "max_rel_error": errors, "notes": notes,
+           "profile": profiled.profile(xn) if profiled else []}  # after the timing: it is no contender
     for k, v in timings.items():
         progress(f"  {k:16s} {f'{v:9.3f} ms' if v is not None else '   not measured'}"
                  + (f"   err {errors[k]:.1e}" if k in errors else ""))
+    if row["profile"]:
+        progress("  where tuned convtvm's time goes (instrumented; the slowest functions):")
+        progress(profile_table(row["profile"], top=12))
     for note in notes:
         progress(f"  note: {note}")
     peak = bench.peak_gflops(info.kind, threads)

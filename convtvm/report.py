@@ -107,6 +107,11 @@ def load_result(path):
         for key in ("input_size", "batch", "trials"):
             check(m.get(key), "int", f"{w}.{key}")
         check_timings(m, w)
+        check(m.get("profile"), "list", f"{w}.profile")
+        for j, r in enumerate(m.get("profile") or []):
+            check(r, "dict", f"{w}.profile[{j}]", nullable=False)
+            check(r.get("function"), "str", f"{w}.profile[{j}].function", nullable=False)
+            check(r.get("ms"), "num", f"{w}.profile[{j}].ms", nullable=False)
     for i, c in enumerate(data.get("tuning_curves") or []):
         w = f"tuning_curves[{i}]"
         check(c, "dict", w, nullable=False)
@@ -417,6 +422,24 @@ def _models(runs):
                 "tuned latency / fastest other (goal <= 0.8)"], rows)]
 
 
+def _profiles(runs, top: int = 12):
+    """Per timed model with a profile: its slowest functions (``Model.profile``)."""
+    blocks = []
+    for run in runs:
+        for m in run.get("models") or []:
+            prof = m.get("profile") or []
+            if run["emulated"] or not prof:
+                continue
+            total = sum(r["ms"] for r in prof)
+            blocks += [("h", 3, f"Where tuned convtvm's time goes: {m['name']}, run {run['_label']}"),
+                       ("p", f"The {min(top, len(prof))} slowest of {len(prof)} functions the VM calls, "
+                             f"measured with an instrument around every call ({total:.1f} ms in all)."),
+                       ("table", ["function", "calls", "ms per inference", "share", "GFLOP/s"],
+                        [[r["function"], str(r["calls"]), _ms(r["ms"]), f"{100 * r['ms'] / total:.1f}%",
+                          _fmt(r.get("gflops"), ".1f")] for r in prof[:top]])]
+    return blocks
+
+
 def build_blocks(runs):
     """Report content as a list of blocks: ('h', level, text), ('p', text),
     ('table', header, rows), ('img', filename, png_bytes, caption)."""
@@ -448,7 +471,8 @@ def build_blocks(runs):
     if no_curves:
         blocks.append(("p", f"Tuning curves {NM} for: {', '.join(no_curves)}."))
     blocks += [("h", 2, "EfficientNetV2 end to end (models)"), *_models(runs),
-               *plot("models.png", models_figure(runs), "End-to-end model latency", f"Model latencies: {NM}.")]
+               *plot("models.png", models_figure(runs), "End-to-end model latency", f"Model latencies: {NM}."),
+               *_profiles(runs)]
     return blocks
 
 

@@ -112,6 +112,18 @@ def test_convolutions_are_convtvm_kernels(effnet, effnet_b1):
     assert set(net.schedules) <= {"fallback", "generic"} and net.schedules["fallback"] >= len(conv_funcs) - 8
 
 
+def test_profile_counts_every_kernel_call(effnet_b1):
+    x, net = effnet_b1
+    rows = net.profile(x.numpy(), runs=2)
+    assert rows == sorted(rows, key=lambda r: -r["ms"]) and all(r["ms"] > 0 for r in rows)
+    kernels = [r for r in rows if graph.PREFIX in r["function"]]
+    # one call per lowered conv/pool op: each fused function holds exactly one of them
+    assert sum(r["calls"] for r in kernels) == sum(net.lowered_ops.values())
+    assert all(r["gflops"] for r in kernels if "conv2d" in r["function"])
+    assert "| function | calls |" in graph.profile_table(rows)
+    np.testing.assert_array_equal(net(x.numpy()), net(x.numpy()))  # the model's own VM is unaffected
+
+
 def _block_names(func) -> set:
     return set(re.findall(r'T\.sblock\("([^"]+)"', func.script()))
 

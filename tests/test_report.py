@@ -27,7 +27,9 @@ X86 = {
                 _op("GRP", "group", 50000000, 0.4, 1.1, None)],      # torch not measured
     "models": [{"name": "efficientnet_v2_s", "input_size": 224, "batch": 1, "trials": 2000,
                 "timings_ms": {"convtvm_tuned": 30.0, "convtvm_untuned": 80.0, "torch": 40.0,
-                               "torch_compile": 35.0, "onnxruntime": None}}],
+                               "torch_compile": 35.0, "onnxruntime": None},
+                "profile": [{"function": "fused_convtvm_conv2d4_add4_silu2", "calls": 3, "ms": 12.0, "gflops": 140.5},
+                            {"function": "vm.builtin.alloc_tensor", "calls": 200, "ms": 4.0, "gflops": None}]}],
     "tuning_curves": [{"name": "C2D", "points": [[1, 5.3], [32, 2.1], [64, 1.2]]}],
 }
 
@@ -90,6 +92,14 @@ def test_every_name_and_target_in_both_outputs(rendered):
         for name in ("C2D", "DEP", "GRP", "efficientnet_v2_s", "x86", "cuda", "arm",
                      "AMD EPYC 7B13", "NVIDIA H100", "0.27.0.post1", "2.13.0+cpu"):
             assert name in text, name
+
+
+def test_model_profile_table(rendered):
+    _, md, _ = rendered
+    section = md[md.index("### Where tuned convtvm's time goes: efficientnet_v2_s, run x86"):]
+    assert "| fused_convtvm_conv2d4_add4_silu2 | 3 | 12 | 75.0% | 140.5 |" in section
+    assert "| vm.builtin.alloc_tensor | 200 | 4 | 25.0% | not measured |" in section
+    assert "(16.0 ms in all)" in section
 
 
 def test_not_measured_for_missing_values(rendered):
