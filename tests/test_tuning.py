@@ -187,3 +187,25 @@ def test_each_measured_batch_is_in_the_log_before_the_next_is_measured(tmp_path)
     assert result["trials"] == 16 and [t.trials for t in result["tasks"]] == [8, 8]
     assert in_log == [0, 8]
     assert len(records(log)) == 16
+
+
+def test_a_faster_record_with_a_wrong_result_is_passed_over(tmp_path, seed):
+    """A real MetaSchedule schedule for the spatially separable conv that never writes the second
+    stage's zero padding (its output has NaNs), stored with a record that is right but slower."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from convtvm.suites import suite
+    log = tmp_path / "x86"
+    shutil.copytree(Path(__file__).parent / "data" / "ssc_wrong_record", log)
+    info, w = resolve("x86"), suite("all")["SSC"]
+    rows = records(log)
+    mod = tuning.tuned_ir_module(w, info)
+    workload = ms.database.Workload.from_json(json.loads((log / tuning.DB_FILES[0]).read_text()))
+    wrong, right = (ms.database.TuningRecord.from_json(r, workload) for _, r in rows)
+    assert sum(rows[0][1][1]) / 3 < rows[1][1][1][0]  # the wrong one is the faster
+    assert not tuning._reproduces_torch(w, info, mod, wrong)
+    record, _ = tuning.best_record(w, info, log)
+    assert str(record.trace) == str(right.trace)
+    m = convtvm.build(w, "x86", tuning_log=log)
+    xs = w.random_inputs(seed=seed)
+    assert m.schedule == "tuned" and rel_err(m(*xs), w.reference(*xs)) < 1e-4
