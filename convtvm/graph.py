@@ -645,8 +645,8 @@ class Model:
         call before and after each VM call, so the figures add up to more than an uninstrumented
         inference; their shares are what they are for. ``gflops`` where the function's FLOPs are known
         (an in-memory model: ``self.tir``)."""
-        from tvm import relax
         import tvm
+        from tvm import relax
         if self.target.is_remote or self.target.kind == "cuda":
             raise ValueError(f"profile runs on this machine's CPU; this model's target is {self.target.kind}")
         vm = relax.VirtualMachine(self.lib, tvm.cpu())  # its own VM: an instrument cannot be removed
