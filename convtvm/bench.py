@@ -100,11 +100,10 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
         xs = w.random_inputs(seed=1)
         ref = w.reference(*xs)
         mods = {"convtvm_untuned": build(w, info)}
-        record = None
         if Path(log).exists():
-            record, _ = tuning.best_record(w, info, log)
-            if record is not None:
-                mods["convtvm_tuned"] = build(w, info, tuning_log=log)
+            tuned = build(w, info, tuning_log=log)  # its best record that reproduces torch, if any
+            if tuned.schedule == "tuned":
+                mods["convtvm_tuned"] = tuned
         errors = {k: _rel_err(m(*xs), ref) for k, m in mods.items()}
         contenders = {}
         for k, m in mods.items():  # the kernel alone: weights pre-packed where the tuned kernel packs them
@@ -122,7 +121,7 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
         ms = time_interleaved(contenders, rounds)
         torch_ms = {k.split(" ", 1)[1]: ms[k] for k in ms if k.startswith("torch ")}
         ms["torch"] = min(torch_ms.values())
-        trials = _record_trials(log, info, w) if record is not None else None
+        trials = _record_trials(log, info, w) if "convtvm_tuned" in mods else None
         row = {"name": name, "variant": w.variant, "params": w.to_json(), "flops": w.flops, "trials": trials,
                "timings_ms": {k: ms.get(k) for k in ("convtvm_tuned", "convtvm_untuned", "torch")},
                "torch_layouts_ms": torch_ms, "max_rel_error": max(errors.values())}
