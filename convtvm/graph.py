@@ -18,7 +18,9 @@ The pipeline (``lower``), one Relax pass after the other:
    (``relax.nn.conv1d/2d/3d``, ``conv1d/2d/3d_transpose``, ``max_pool*``, ``avg_pool*``,
    ``adaptive_avg_pool*`` to 1x1 and ``mean`` over all spatial axes): each builds a convtvm
    ``Workload`` from the op's attributes (which validates them) and emits ``call_te`` on
-   ``te_ops``; attributes convtvm does not support raise ``UnsupportedOp``. Everything else
+   ``te_ops``; attributes convtvm does not support raise ``UnsupportedOp``. Where the target's
+   ``graph.winograd`` says so, a 3x3 stride-1 conv2d (NHWC, one group, constant weight) becomes
+   ``te_ops.conv2d_winograd``, its weight transformed here, once. Everything else
    (sigmoid, add, matmul, ...) keeps TVM's default legalization;
 4. ``AnnotateTIROpPattern`` + ``FoldConstant`` + ``FuseOps`` + ``FuseTIR``: the elementwise epilogues
    (bias, SiLU, the squeeze-excitation sigmoid scale, residual adds) fuse into the convolution
@@ -324,10 +326,31 @@ def _reshaped(compute, shape):
     return lambda *xs: topi.reshape(compute(*xs), shape)
 
 
-def convtvm_legalizations(lowered: Counter, workloads: list, errors: list):
+def _winograd_call(bb, call, w, winograd: dict):
+    """A 3x3 stride-1 NHWC conv2d with a constant weight and at least ``winograd["min_channels"]``
+    input and output channels as Winograd F(tile x tile, 3x3), its weight transformed here, once;
+    None for any other convolution."""
+    from tvm import relax
+    from tvm.ir.expr import Constant
+
+    from . import te_ops
+    if call.op.name != "relax.nn.conv2d" or str(call.attrs.kernel_layout) != "HWIO":
+        return None
+    (st,), weight = w.stages, call.args[1]
+    if not isinstance(weight, Constant) or not te_ops.winograd_eligible(st) \
+            or min(st.in_channels, st.out_channels) < winograd.get("min_channels", 1):
+        return None
+    tile = winograd["tile"]
+    transformed = relax.const(te_ops.winograd_weight(weight.value.numpy(), tile))
+    return bb.call_te(lambda data, u: te_ops.conv2d_winograd(data, u, st, tile, ""), call.args[0], transformed,
+                      primfunc_name_hint=PREFIX + "conv2d_winograd")
+
+
+def convtvm_legalizations(lowered: Counter, workloads: list, errors: list, winograd: dict | None = None):
     """customize_legalize_map for LegalizeOps: convtvm's TE for every conv and pool op.
     Counts what it lowered in ``lowered`` (op name -> calls), appends the workloads, and the
-    UnsupportedOp it raises to ``errors`` (the FFI turns exceptions into RuntimeErrors)."""
+    UnsupportedOp it raises to ``errors`` (the FFI turns exceptions into RuntimeErrors).
+    With ``winograd`` ({"tile", "min_channels"}), 3x3 stride-1 convolutions run as Winograd."""
     def legalize(bb, call):
         op = call.op.name
         try:
@@ -357,6 +380,9 @@ def convtvm_legalizations(lowered: Counter, workloads: list, errors: list):
             raise errors[-1]
         lowered[op] += 1
         workloads.append(w)
+        fast = _winograd_call(bb, call, w, winograd) if winograd else None
+        if fast is not None:
+            return fast
         return bb.call_te(compute, *call.args[:2 if op in _CONVS else 1], primfunc_name_hint=PREFIX + w.variant)
 
     return {op: legalize for op in CONVTVM_OPS}
@@ -405,7 +431,8 @@ def lower(mod, info: TargetInfo, lowered: Counter | None = None, workloads: list
                 *([relax.transform.ConvertLayout(layouts), relax.transform.FoldConstant()] if layouts else []),
                 relax.transform.CanonicalizeBindings(),
                 relax.transform.LegalizeOps(customize_legalize_map={
-                    **convtvm_legalizations(lowered, workloads, errors), **epilogue_legalizations(info)}),
+                    **convtvm_legalizations(lowered, workloads, errors, graph_cfg.get("winograd")),
+                    **epilogue_legalizations(info)}),
                 relax.transform.AnnotateTIROpPattern(),
                 relax.transform.FoldConstant(),
                 relax.transform.FuseOps(),

@@ -297,7 +297,8 @@ def _rules(cfg: dict):
     mlt = dict(r["multi_level_tiling"])
     if "reuse_write" in mlt:
         mlt["reuse_write"] = ms.schedule_rule.ReuseType(**mlt["reuse_write"])
-    return [ms.schedule_rule.AutoInline(**r["auto_inline"]),
+    return [ms.schedule_rule.ApplyCustomRule(),  # blocks annotated "schedule_rule": Winograd's transforms
+            ms.schedule_rule.AutoInline(**r["auto_inline"]),
             ms.schedule_rule.AddRFactor(**r["add_rfactor"]),
             ms.schedule_rule.MultiLevelTiling(**mlt),
             ms.schedule_rule.ParallelizeVectorizeUnroll(**r["parallel_vectorize_unroll"]),

@@ -269,3 +269,94 @@ def test_unsupported_attributes_raise_clearly():
     # (x86 converts every conv2d to NHWC/HWIO first; the CUDA target keeps the layouts it is given)
     with pytest.raises(graph.UnsupportedOp, match="conv2d.*layouts data=NCHW kernel=HWIO"):
         graph.lower(MixedLayout, resolve("cuda"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Winograd F(m x m, 3x3) for the 3x3 stride-1 convolutions (schedules/x86.json "graph.winograd")
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tile", [2, 4, 6])
+@pytest.mark.parametrize("n,size,cin,cout,padding", [
+    (2, (13, 10), 5, 7, ((0, 2), (1, 0))),   # odd sizes, asymmetric padding, ragged last tiles
+    (1, (7, 9), 16, 8, ((2, 2), (2, 2))),    # padding wider than the kernel's reach
+    (1, (12, 12), 24, 24, ((1, 1), (1, 1))),  # whole tiles
+])
+def test_winograd_kernel_matches_torch(tile, n, size, cin, cout, padding, seed):
+    """te_ops.conv2d_winograd (untuned schedule) on the weight winograd_weight transforms: within the
+    float32 bar of a float64 torch convolution."""
+    import tvm
+    from tvm import te
+
+    from convtvm import te_ops
+    from convtvm.targets import resolve
+    from convtvm.variants import workload
+    (spec,) = workload("conv2d", batch=n, input_size=size, in_channels=cin, out_channels=cout, kernel_size=3,
+                       padding=padding, layout="NHWC").stages
+    x = te.placeholder((n, *size, cin), name="x")
+    u = te.placeholder((tile + 2, tile + 2, cin, cout), name="u")
+    y = te_ops.conv2d_winograd(x, u, spec, tile, "")
+    info = resolve("x86")
+    func, _ = graph._schedule_one(te.create_prim_func([x, u, y]), info, info.config["fallback"])
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=info.target)
+    rng = np.random.default_rng(seed)
+    xn = rng.standard_normal((n, *size, cin), dtype=np.float32)
+    wn = rng.standard_normal((3, 3, cin, cout), dtype=np.float32)
+    out = tvm.runtime.tensor(np.zeros([int(s) for s in y.shape], np.float32))
+    lib(tvm.runtime.tensor(xn), tvm.runtime.tensor(te_ops.winograd_weight(wn, tile)), out)
+    (pt, pb), (pl, pr) = padding
+    ref = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(torch.from_numpy(xn).permute(0, 3, 1, 2).double(), (pl, pr, pt, pb)),
+        torch.from_numpy(wn).permute(3, 2, 0, 1).double()).permute(0, 2, 3, 1).numpy()
+    assert out.shape == ref.shape
+    assert max_err(out.numpy(), ref) <= 1e-4  # the float32 bar of a single kernel
+
+
+def test_winograd_rejects_what_it_cannot_compute():
+    from convtvm import te_ops
+    from convtvm.variants import workload
+    from tvm import te
+    with pytest.raises(ValueError, match="winograd tile=5 must be 2, 4 or 6"):
+        te_ops.winograd_matrices(5)
+    (strided,) = workload("conv2d", batch=1, input_size=(8, 8), in_channels=4, out_channels=4, kernel_size=3,
+                          stride=2, layout="NHWC").stages
+    with pytest.raises(ValueError, match="stride 1"):
+        te_ops.conv2d_winograd(te.placeholder((1, 8, 8, 4)), te.placeholder((6, 6, 4, 4)), strided, 4, "")
+
+
+class Fused3x3(nn.Module):
+    """What Fused-MBConv's 3x3 layers are: conv 3x3 (stride 1), BN, SiLU, a residual add (after a 1x1
+    stem: a residual straight from the network's input would be added in its NCHW layout); and one
+    3x3 conv with stride 2, one dilated, which stay direct convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.conv = nn.Conv2d(8, 8, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.down = nn.Conv2d(8, 12, 3, 2, 1)
+        self.dilated = nn.Conv2d(12, 12, 3, 1, 2, dilation=2)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + torch.nn.functional.silu(self.bn(self.conv(x)))
+        return self.dilated(self.down(x))
+
+
+@pytest.mark.parametrize("tile", [None, 4])
+def test_compile_model_runs_3x3_convolutions_as_winograd(tile, seed, monkeypatch):
+    from convtvm.targets import schedule_config
+    monkeypatch.setitem(schedule_config("x86")["graph"], "winograd", tile and {"tile": tile, "min_channels": 8})
+    torch.manual_seed(seed)
+    model = calibrate_batchnorm(Fused3x3(), (3, 15, 17))
+    x = torch.randn(2, 3, 15, 17, generator=torch.Generator().manual_seed(seed))
+    net = compiled(model, x)
+    with torch.no_grad():
+        ref = model(x)
+    assert max_err(net(x), ref) <= 1e-4  # three kernels deep: a single kernel's bar still holds
+    names = [gv.name_hint for gv, _ in net.tir.functions_items()]
+    winograd = [n for n in names if "winograd" in n]
+    if tile is None:
+        assert not winograd
+    else:  # only the stride-1, dilation-1 conv, with its BN bias, SiLU and the residual add fused in
+        assert len(winograd) == 1 and "silu" in winograd[0] and winograd[0].count("add") == 2
+    assert net.lowered_ops == {"relax.nn.conv2d": 4}
