@@ -1,5 +1,6 @@
 """TE computes for every stage kind: one N-D convolution, one N-D transposed convolution,
-one N-D pooling, channel shuffle and global average pooling.
+one N-D pooling, channel shuffle and global average pooling; and Winograd F(m x m, 3x3), the
+algorithm networks use for their 3x3 stride-1 convolutions where the target asks for it.
 
 Layouts are channels-first (N, C, *spatial) unless a ConvSpec (or ShuffleSpec) says channels-last
 (N, *spatial, C); pooling is channels-first.
