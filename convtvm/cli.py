@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import sys
 import time
 from pathlib import Path
@@ -167,19 +168,29 @@ def cmd_prune(args) -> int:
     from .tuning import _rows, merge, prune
     if args.into and args.output:
         raise ValueError("give either --output (a pruned copy) or --into (merge the pruned records into a log)")
+    if args.in_network and not args.model:
+        raise ValueError("--in-network picks a model's records in that model: give --model too")
     ws = suites.suite(args.suite) if args.suite else None
+    keep = max(args.keep, args.in_network or 0)  # candidates for the in-network choice
     if not args.into:
-        n = prune(args.log, keep=args.keep, out=args.output, workloads=ws, retime=args.retime, only=args.only)
+        n = prune(args.log, keep=keep, out=args.output, workloads=ws, retime=args.retime, only=args.only)
         print(f"kept {n} records in {args.output or args.log}")
-        return 0
-    trials = None
-    if args.model:  # how many trials the model's tasks took, kept beside the pruned records
-        from .graph import model_trials_key
-        trials = {model_trials_key(args.model, args.input_size): len(_rows(Path(args.log)))}
-    with tempfile.TemporaryDirectory() as tmp:
-        n = prune(args.log, keep=args.keep, out=tmp, workloads=ws, retime=args.retime, only=args.only)
-        merge(tmp, args.into, trials=trials)
-    print(f"kept {n} records, merged into {args.into}")
+    else:
+        trials = None
+        if args.model:  # how many trials the model's tasks took, kept beside the pruned records
+            from .graph import model_trials_key
+            trials = {model_trials_key(args.model, args.input_size): len(_rows(Path(args.log)))}
+        with tempfile.TemporaryDirectory() as tmp:
+            n = prune(args.log, keep=keep, out=tmp, workloads=ws, retime=args.retime, only=args.only)
+            merge(tmp, args.into, trials=trials)
+        print(f"kept {n} records, merged into {args.into}")
+    if args.in_network:
+        from .graph import model_and_input, pick_in_network
+        result = Path(args.into or args.output or args.log)
+        target = json.loads((result / "target.json").read_text())["tvm_target"]
+        model, x = model_and_input(args.model, args.input_size)
+        pick_in_network(model, [x], target, result, candidates=args.in_network)
+        print(f"{args.model}'s tasks keep the record that ran fastest in the network, in {result}")
     return 0
 
 
@@ -242,6 +253,9 @@ def main(argv=None) -> int:
     p.add_argument("--into", help="merge the pruned records into this log (e.g. tuning_logs/x86-znver3)")
     p.add_argument("--model", help="with --into: record LOG's trial count as this model's (e.g. efficientnet_v2_s)")
     p.add_argument("--input-size", type=int, default=224, help="with --model: the input size it was tuned at")
+    p.add_argument("--in-network", type=int, metavar="K",
+                   help="with --model: of each of its tasks' K best records, keep the one whose kernel runs "
+                        "fastest in the compiled network (profiled; on a quiet machine)")
     p.set_defaults(fn=cmd_prune)
 
     p = sub.add_parser("device", help="set up a device: convtvm device setup arm-emulated")

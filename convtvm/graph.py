@@ -824,6 +824,78 @@ def tune_tasks(tasks: list[Task], info: TargetInfo, trials: int, log, *, progres
                                trials_per_iter=trials_per_iter, exit_on_sigint=exit_on_sigint)
 
 
+def pick_in_network(module, example_inputs, target_info, log, *, candidates: int = 3, rounds: int = 8,
+                    progress=print) -> dict:
+    """Choose each task's record by how fast its kernel runs in the network, not alone.
+
+    A kernel alone runs on warm caches; in the network its weights arrive cold and its input from
+    another kernel, and the record that was fastest alone is often not the fastest there. For every
+    task of the model, the ``candidates`` best records of ``log`` that reproduce the unscheduled TIR
+    are taken; network k is compiled with each task's k-th best (its last when it has fewer); the
+    networks are profiled in ``rounds`` interleaved rounds, and each task keeps the record whose kernel
+    had the lowest median time a call, with that time as its run time. ``log`` is rewritten atomically:
+    the model's tasks keep one record each, every other record stays. Run it on a quiet machine.
+    Returns task name -> (rank chosen, ms a call by rank)."""
+    import statistics
+
+    from . import tuning
+    info = resolve(target_info)
+    if info.is_remote or info.kind == "cuda":
+        raise ValueError(f"pick_in_network profiles on this machine's CPU; target {info.kind} does not run here")
+    log = tuning.check_log(log, info, must_exist=True)
+    if int(candidates) < 1 or int(rounds) < 1:
+        raise ValueError(f"candidates={candidates} and rounds={rounds} must be positive")
+    example_inputs = list(example_inputs)
+    tasks = extract_tasks(lower(import_torch(module, example_inputs), info), info)
+    task_of = tuning.workload_lines_of(log, [t.mod for t in tasks])
+    if not task_of:
+        raise ValueError(f"{log} has no record for this network's tasks: tune it first")
+    rows = tuning._rows(log)
+    others = [r for r in rows if r[0] not in task_of]
+    with tempfile.TemporaryDirectory(prefix="convtvm_pick_") as tmp:
+        pool = Path(tmp) / "pool"
+        shutil.copytree(log, pool)
+        tuning.write_rows(pool, [r for r in rows if r[0] in task_of])
+        tuning.prune(pool, keep=candidates, progress=progress)  # the verified best of each task
+        ranked: dict = {}
+        for wl, rec in sorted(tuning._rows(pool), key=lambda r: sum(r[1][1]) / len(r[1][1])):
+            ranked.setdefault(wl, []).append([wl, rec])
+        depth = max(len(v) for v in ranked.values())
+
+        def chosen(k):
+            return {wl: rs[min(k, len(rs) - 1)] for wl, rs in ranked.items()}
+
+        nets = []
+        for k in range(depth):
+            trial_log = Path(tmp) / f"rank{k}"
+            shutil.copytree(log, trial_log)
+            tuning.write_rows(trial_log, others + list(chosen(k).values()))
+            nets.append(compile_model(module, example_inputs, info, tuning_log=trial_log))
+            progress(f"compiled the network with each task's record of rank {k}")
+        xs = [np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x) for x in example_inputs]
+        samples = [{} for _ in nets]  # per network: function -> ms a call, one per round
+        for r in range(rounds):
+            for k, net in enumerate(nets):
+                for row in net.profile(*xs, runs=3):
+                    samples[k].setdefault(row["function"], []).append(row["ms"] / max(row["calls"], 1))
+            progress(f"  profiled round {r + 1} of {rounds}")
+    picked, result = {}, {}
+    for wl, rs in ranked.items():
+        t = tasks[task_of[wl]]
+        fn = next((f for f in samples[0] if f in (t.name, t.name + "_prepacked")), None)
+        if fn is None:  # not called under that name: keep the best alone
+            picked[wl] = rs[0]
+            continue
+        per = [statistics.median(s[fn]) for s in samples]
+        k = min(range(depth), key=lambda i: per[i])
+        row = chosen(k)[wl]
+        picked[wl] = [wl, [row[1][0], [round(per[k] / 1e3, 9)], *row[1][2:]]]
+        result[t.name] = (k, per)
+        progress(f"  {t.name}: ms a call in the network by rank: {' '.join(f'{p:.3f}' for p in per)} -> rank {k}")
+    tuning.write_rows(log, others + list(picked.values()))
+    return result
+
+
 def model_trials_key(name: str, input_size: int, batch: int = 1) -> str:
     """The key under which a shipped log's trials.json records how many trials a model's tuning took."""
     return f"model:{name}:{input_size}x{input_size}:batch{batch}"

@@ -592,6 +592,23 @@ def _rows(log: Path) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def write_rows(log: Path, rows: list) -> None:
+    """Rewrite ``log``'s tuning records (``[workload line, record]`` rows), atomically."""
+    fd, tmp = tempfile.mkstemp(dir=log, prefix=".records.")
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, log / DB_FILES[1])
+
+
+def workload_lines_of(log: Path, mods: list) -> dict:
+    """Database workload line number -> index in ``mods`` of the IRModule it holds (structurally)."""
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+    with open(log / DB_FILES[0]) as f:
+        logged = [ms.database.Workload.from_json(json.loads(line)).mod for line in f if line.strip()]
+    return {i: j for i, m in enumerate(logged) for j, mod in enumerate(mods) if tvm_ffi.structural_equal(m, mod)}
+
+
 def _workload_index(log: Path, workloads: dict, info: TargetInfo) -> dict:
     """Database workload line number -> the Workload it holds (matched structurally)."""
     import tvm_ffi

@@ -239,6 +239,44 @@ def test_tuned_records_are_applied(small_net, tmp_path):
         assert max_err(y, ref) <= TOL
 
 
+def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, tmp_path):
+    """Of each task's best records, the one whose kernel ran fastest in the profiled network is kept,
+    with that time; every other record stays; the network still matches torch."""
+    import convtvm
+    from convtvm import tuning
+    from convtvm.targets import resolve
+    info = resolve("x86")
+    x = torch.randn(1, 3, 30, 30)
+    log = tmp_path / "log"
+    single = convtvm.workload("conv2d", in_channels=8, out_channels=8, input_size=(9, 9), kernel_size=3)
+    convtvm.tune(single, "x86", trials=4, log=log, trials_per_iter=4, seed=0, progress=lambda s: None)
+    with pytest.raises(ValueError, match="no record for this network's tasks"):
+        graph.pick_in_network(small_net, [x], "x86", log, progress=lambda s: None)
+    with pytest.raises(ValueError, match="candidates=0"):
+        graph.pick_in_network(small_net, [x], "x86", log, candidates=0)
+    tasks = graph.extract_tasks(graph.lower(graph.import_torch(small_net, [x]), info), info)
+    graph.tune_tasks(tasks[:2], info, trials=16, log=log, trials_per_iter=8, seed=0, progress=lambda s: None)
+    task_of = tuning.workload_lines_of(log, [t.mod for t in tasks])
+    before = tuning._rows(log)
+    assert {task_of[wl] for wl, _ in before if wl in task_of} == {0, 1}
+
+    picked = graph.pick_in_network(small_net, [x], "x86", log, candidates=2, rounds=2, progress=lambda s: None)
+    after = tuning._rows(log)
+    assert [r for r in after if r[0] not in task_of] == [r for r in before if r[0] not in task_of]
+    kept = {task_of[wl]: rec for wl, rec in after if wl in task_of}
+    assert sorted(kept) == [0, 1] and len(after) == len(kept) + sum(1 for r in before if r[0] not in task_of)
+    for i, rec in kept.items():
+        rank, per = picked[tasks[i].name]
+        assert len(per) == 2 and per[rank] == min(per) and abs(rec[1][0] * 1e3 - per[rank]) < 1e-5
+        assert rec[0] in [r[0] for wl, r in before if task_of.get(wl) == i]  # one of its own records
+    net = graph.compile_model(small_net, [x], info, tuning_log=log)
+    assert net.schedules["tuned"] == 2
+    with torch.no_grad():
+        refs = small_net(x)
+    for y, ref in zip(net(x), refs):
+        assert max_err(y, ref) <= TOL
+
+
 def test_unsupported_attributes_raise_clearly():
     from tvm.script import ir as I
     from tvm.script import relax as R
