@@ -212,6 +212,16 @@ def test_small_resnet_grouped_transposed_pools(small_net, seed):
     assert any(n.startswith("convtvm_avg_pool2d") for n in names)
 
 
+def assert_tuned_network_matches(model, x, info, log, tuned: int):
+    """The network compiled with ``log`` uses ``tuned`` of its records and matches torch."""
+    net = graph.compile_model(model, [x], info, tuning_log=log)
+    assert net.schedules["tuned"] == tuned
+    with torch.no_grad():
+        refs = model(x)
+    for y, ref in zip(net(x), refs):
+        assert max_err(y, ref) <= TOL
+
+
 def test_tuned_records_are_applied(small_net, tmp_path):
     """tune_tasks writes records for the extracted tasks; compile_model finds them (structurally)."""
     from convtvm.targets import resolve
@@ -231,12 +241,7 @@ def test_tuned_records_are_applied(small_net, tmp_path):
     assert tuning.merge(tmp_path / "pruned", shipped, trials={graph.model_trials_key("small", 30): 8}) == 1
     assert graph._recorded_trials(shipped, graph.model_trials_key("small", 30)) == 8
     assert graph._log_trials(tasks, info, shipped) == 1
-    net = graph.compile_model(small_net, [x], info, tuning_log=shipped)
-    assert net.schedules["tuned"] == 1
-    with torch.no_grad():
-        refs = small_net(x)
-    for y, ref in zip(net(x), refs):
-        assert max_err(y, ref) <= TOL
+    assert_tuned_network_matches(small_net, x, info, shipped, tuned=1)
 
 
 def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, tmp_path):
@@ -269,12 +274,7 @@ def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, tmp_p
         rank, per = picked[tasks[i].name]
         assert len(per) == 2 and per[rank] == min(per) and abs(rec[1][0] * 1e3 - per[rank]) < 1e-5
         assert rec[0] in [r[0] for wl, r in before if task_of.get(wl) == i]  # one of its own records
-    net = graph.compile_model(small_net, [x], info, tuning_log=log)
-    assert net.schedules["tuned"] == 2
-    with torch.no_grad():
-        refs = small_net(x)
-    for y, ref in zip(net(x), refs):
-        assert max_err(y, ref) <= TOL
+    assert_tuned_network_matches(small_net, x, info, log, tuned=2)
 
 
 def test_unsupported_attributes_raise_clearly():
