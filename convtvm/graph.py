@@ -860,6 +860,8 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
         ranked: dict = {}
         for wl, rec in sorted(tuning._rows(pool), key=lambda r: sum(r[1][1]) / len(r[1][1])):
             ranked.setdefault(wl, []).append([wl, rec])
+        if not ranked:
+            raise ValueError(f"no record in {log} of this network's tasks reproduces the unscheduled TIR")
         depth = max(len(v) for v in ranked.values())
 
         def chosen(k):

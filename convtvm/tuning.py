@@ -611,17 +611,8 @@ def workload_lines_of(log: Path, mods: list) -> dict:
 
 def _workload_index(log: Path, workloads: dict, info: TargetInfo) -> dict:
     """Database workload line number -> the Workload it holds (matched structurally)."""
-    import tvm_ffi
-    from tvm.s_tir import meta_schedule as ms
-    with open(log / DB_FILES[0]) as f:
-        mods = [ms.database.Workload.from_json(json.loads(line)).mod for line in f if line.strip()]
-    index = {}
-    for w in workloads.values():
-        mod = tuned_ir_module(w, info)
-        for i, m in enumerate(mods):
-            if tvm_ffi.structural_equal(m, mod):
-                index[i] = w
-    return index
+    ws = list(workloads.values())
+    return {i: ws[j] for i, j in workload_lines_of(log, [tuned_ir_module(w, info) for w in ws]).items()}
 
 
 def summarize(log, workloads: dict, info: TargetInfo, index: dict | None = None) -> dict:
@@ -829,10 +820,6 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: i
     for name in (DB_FILES[0], "target.json"):
         if out != log:
             shutil.copyfile(log / name, out / name)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".prune.")
-    with os.fdopen(fd, "w") as f:
-        for r in kept:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, out / DB_FILES[1])
+    write_rows(out, kept)
     compact_workloads(out)
     return len(kept)
