@@ -213,9 +213,12 @@ def test_small_resnet_grouped_transposed_pools(small_net, seed):
 
 
 def assert_tuned_network_matches(model, x, info, log, tuned: int):
-    """The network compiled with ``log`` uses ``tuned`` of its records and matches torch."""
+    """The network compiled with ``log`` uses ``tuned`` of its records and matches torch, and its
+    pre-packed weights reach the kernels as constants (no tuple built and unpacked at each call)."""
     net = graph.compile_model(model, [x], info, tuning_log=log)
     assert net.schedules["tuned"] == tuned
+    program = net.lib.as_text()
+    assert "_prepacked" in program and not re.search(r"make_tuple in: c\[", program)
     with torch.no_grad():
         refs = model(x)
     for y, ref in zip(net(x), refs):
