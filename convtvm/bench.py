@@ -5,6 +5,7 @@ Writes the JSON result files that ``convtvm report`` renders (schema "convtvm.be
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -73,12 +74,20 @@ def time_interleaved(contenders: dict, rounds: int, settle: float = 0.1) -> dict
     Each batch starts ``settle`` seconds after the previous one: thread pools (OpenMP, ONNX Runtime,
     TVM) spin-wait for work after a call, and on two cores those spinning threads would steal the
     cores from the next contender (measured: ONNX Runtime's EfficientNetV2-S at 108 ms right
-    after the others, 48 ms alone)."""
+    after the others, 48 ms alone).
+    Python's garbage collector is off while the batches run, as in ``timeit``: a collection would
+    otherwise land in whichever contender happened to allocate the object that triggered it."""
     samples = {k: [] for k in contenders}
-    for _ in range(rounds):
-        for name, f in contenders.items():
-            time.sleep(settle)
-            samples[name].append(f())
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for name, f in contenders.items():
+                time.sleep(settle)
+                samples[name].append(f())
+    finally:
+        if was_enabled:
+            gc.enable()
     return {k: statistics.median(v) * 1e3 for k, v in samples.items()}
 
 

@@ -39,3 +39,21 @@ def test_tvm_kernels_run_on_every_core_torch_gets():
     pinned = subprocess.run([sys.executable, "-c", code], env={**env, "TVM_NUM_THREADS": "1"},
                             capture_output=True, text=True, check=True)
     assert pinned.stdout.split()[:2] == ["1", "1"]  # a user's own setting is kept
+
+
+def test_time_interleaved_runs_contenders_in_turn_with_the_collector_off():
+    import gc
+    calls, collector = [], []
+
+    def contender(name, seconds):
+        def batch():
+            calls.append(name)
+            collector.append(gc.isenabled())
+            return seconds
+        return batch
+
+    assert gc.isenabled()
+    medians = bench.time_interleaved({"a": contender("a", 0.002), "b": contender("b", 0.001)}, rounds=3, settle=0)
+    assert medians == {"a": 2.0, "b": 1.0}
+    assert calls == ["a", "b"] * 3
+    assert collector == [False] * 6 and gc.isenabled()  # off while timing, back on after
