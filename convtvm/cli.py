@@ -165,24 +165,29 @@ def cmd_prune(args) -> int:
     import tempfile
 
     from . import suites
-    from .tuning import _rows, merge, prune
+    from .tuning import merge, prune
     if args.into and args.output:
         raise ValueError("give either --output (a pruned copy) or --into (merge the pruned records into a log)")
     if args.in_network and not args.model:
         raise ValueError("--in-network picks a model's records in that model: give --model too")
     ws = suites.suite(args.suite) if args.suite else None
     keep = max(args.keep, args.in_network or 0)  # candidates for the in-network choice
-    if not args.into:
+    if args.model and args.into:  # the model's records alone, and its trial count beside them
+        from .graph import extract_tasks, import_torch, lower, merge_task_records, model_and_input, model_trials_key
+        from .targets import resolve
+        info = resolve(json.loads((Path(args.log) / "target.json").read_text())["tvm_target"])
+        model, x = model_and_input(args.model, args.input_size)
+        tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
+        n, trials = merge_task_records(args.log, args.into, tasks, model_trials_key(args.model, args.input_size),
+                                       keep=keep, retime=args.retime)
+        print(f"kept {n} records of {args.model}'s tasks ({trials} trials), merged into {args.into}")
+    elif not args.into:
         n = prune(args.log, keep=keep, out=args.output, workloads=ws, retime=args.retime, only=args.only)
         print(f"kept {n} records in {args.output or args.log}")
     else:
-        trials = None
-        if args.model:  # how many trials the model's tasks took, kept beside the pruned records
-            from .graph import model_trials_key
-            trials = {model_trials_key(args.model, args.input_size): len(_rows(Path(args.log)))}
         with tempfile.TemporaryDirectory() as tmp:
             n = prune(args.log, keep=keep, out=tmp, workloads=ws, retime=args.retime, only=args.only)
-            merge(tmp, args.into, trials=trials)
+            merge(tmp, args.into)
         print(f"kept {n} records, merged into {args.into}")
     if args.in_network:
         from .graph import model_and_input, pick_in_network
@@ -251,7 +256,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", action="store_true", help="with --suite: keep no records of other tasks")
     p.add_argument("-o", "--output", help="write the pruned log here instead of rewriting LOG")
     p.add_argument("--into", help="merge the pruned records into this log (e.g. tuning_logs/x86-znver3)")
-    p.add_argument("--model", help="with --into: record LOG's trial count as this model's (e.g. efficientnet_v2_s)")
+    p.add_argument("--model", help="with --into: merge only this model's tasks' records (e.g. efficientnet_v2_s) "
+                                   "and add LOG's trials that INTO does not already hold to its trial count")
     p.add_argument("--input-size", type=int, default=224, help="with --model: the input size it was tuned at")
     p.add_argument("--in-network", type=int, metavar="K",
                    help="with --model: of each of its tasks' K best records, keep the one whose kernel runs "

@@ -901,6 +901,35 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
     return result
 
 
+def merge_task_records(worklog, into, tasks: list[Task], trials_key: str, *, keep: int = 1, retime: int = 0,
+                       progress=print) -> tuple[int, int]:
+    """Prune a working log's records of ``tasks`` (a model's) into a shipped log; returns (records
+    kept, the trial count now recorded under ``trials_key`` in ``into``). Records of other
+    workloads in ``worklog`` (single ops, other models) are left out. The count grows by the
+    measured records of ``worklog`` that ``into`` does not already hold, so a working log that
+    began as a copy of the shipped one does not count the shipped records twice."""
+    from . import tuning
+    worklog, into = Path(worklog), Path(into)
+    mine = tuning.workload_lines_of(worklog, [t.mod for t in tasks])
+    rows = [r for r in tuning._rows(worklog) if r[0] in mine]
+    if not rows:
+        raise ValueError(f"{worklog} has no records of these {len(tasks)} tasks")
+    have = tuning.record_keys(into) if (into / tuning.DB_FILES[1]).exists() else set()
+    new = sum(1 for r, k in zip(rows, tuning.record_keys(worklog, rows)) if r[1][1] and k not in have)
+    trials = (_recorded_trials(into, trials_key) or 0) + new
+    with tempfile.TemporaryDirectory(prefix="convtvm_model_") as tmp:
+        only = Path(tmp) / "model"  # worklog with these tasks' records alone
+        only.mkdir()
+        for name in ("target.json", tuning.DB_FILES[0]):
+            shutil.copyfile(worklog / name, only / name)
+        tuning.write_rows(only, rows)
+        pruned = Path(tmp) / "pruned"
+        kept = tuning.prune(only, keep=keep, out=pruned, retime=retime, progress=progress)
+        tuning.merge(pruned, into, trials={trials_key: trials}, progress=progress)
+    progress(f"{trials_key}: {new} new trials, {trials} in all")
+    return kept, trials
+
+
 def model_trials_key(name: str, input_size: int, batch: int = 1) -> str:
     """The key under which a shipped log's trials.json records how many trials a model's tuning took."""
     return f"model:{name}:{input_size}x{input_size}:batch{batch}"

@@ -600,6 +600,14 @@ def write_rows(log: Path, rows: list) -> None:
     os.replace(tmp, log / DB_FILES[1])
 
 
+def record_keys(log: Path, rows: list | None = None) -> list:
+    """One key per record of ``log`` (or per row of ``rows``, rows of ``log``): its workload's structural
+    hash and its trace, the same for the same record in any log, wherever its workload line sits."""
+    with open(log / DB_FILES[0]) as f:
+        hashes = [json.loads(line)[0] for line in f if line.strip()]
+    return [(hashes[wl], json.dumps(rec[0])) for wl, rec in (_rows(log) if rows is None else rows)]
+
+
 def workload_lines_of(log: Path, mods: list) -> dict:
     """Database workload line number -> index in ``mods`` of the IRModule it holds (structurally)."""
     import tvm_ffi
@@ -702,8 +710,9 @@ def compact_workloads(log) -> None:
 
 
 def merge(src, dst, trials: dict | None = None, progress=print) -> int:
-    """Add every record of the log ``src`` (same target) to the log ``dst``, and ``trials``
-    (name -> trials measured) to dst's trials.json; dst is rewritten atomically. Returns records added."""
+    """Add every record of the log ``src`` (same target) that ``dst`` does not hold to the log ``dst``,
+    and ``trials`` (name -> trials measured) to dst's trials.json; dst is rewritten atomically.
+    Returns records added."""
     from .module import write_json_atomic
     src, dst = Path(src), Path(dst)
     info = resolve(json.loads((src / "target.json").read_text())["tvm_target"])
@@ -721,6 +730,14 @@ def merge(src, dst, trials: dict | None = None, progress=print) -> int:
             added += 1
         _sync(work, dst, info)
     compact_workloads(dst)
+    rows, seen, unique = _rows(dst), set(), []
+    for row, key in zip(rows, record_keys(dst)):  # a record dst already held is not added twice
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    if len(unique) < len(rows):
+        write_rows(dst, unique)
+        added -= len(rows) - len(unique)
     if trials:
         meta = dst / "trials.json"
         counts = json.loads(meta.read_text()) if meta.exists() else {}

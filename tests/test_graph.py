@@ -280,6 +280,49 @@ def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, tmp_p
     assert_tuned_network_matches(small_net, x, info, log, tuned=2)
 
 
+def test_a_models_records_merge_alone_and_its_trials_count_once(small_net, tmp_path):
+    """prune-log --model M --into LOG: only M's tasks' records reach the shipped log (the single-op
+    record beside them in the working log stays out), and a second round that began as a copy of the
+    shipped log adds only its own trials to the count; no record is held twice."""
+    import shutil
+
+    import convtvm
+    from convtvm import tuning
+    from convtvm.targets import resolve
+
+    def quiet(_):
+        pass
+
+    def measured(log):  # the working log's measured records of the model's tasks
+        mine = tuning.workload_lines_of(log, [t.mod for t in tasks])
+        return sum(1 for wl, rec in tuning._rows(log) if wl in mine and rec[1])
+
+    info = resolve("x86")
+    x = torch.randn(1, 3, 30, 30)
+    tasks = graph.extract_tasks(graph.lower(graph.import_torch(small_net, [x]), info), info)
+    work, shipped, key = tmp_path / "work", tmp_path / "shipped", graph.model_trials_key("small", 30)
+    single = convtvm.workload("conv2d", in_channels=8, out_channels=8, input_size=(9, 9), kernel_size=3)
+    convtvm.tune(single, "x86", trials=4, log=work, trials_per_iter=4, seed=0, progress=quiet)
+    graph.tune_tasks(tasks[:2], info, trials=8, log=work, trials_per_iter=4, seed=0, progress=quiet)
+    with pytest.raises(ValueError, match="no records of these 1 tasks"):
+        graph.merge_task_records(work, shipped, tasks[2:3], key, progress=quiet)
+    first = measured(work)
+    kept, trials = graph.merge_task_records(work, shipped, tasks, key, progress=quiet)
+    assert kept == 2 and trials == first == graph._recorded_trials(shipped, key)
+    task_of = tuning.workload_lines_of(shipped, [t.mod for t in tasks])
+    assert sorted(task_of.get(wl) for wl, _ in tuning._rows(shipped)) == [0, 1]  # the single op stayed out
+
+    again = tmp_path / "again"
+    shutil.copytree(shipped, again)
+    graph.tune_tasks(tasks[:1], info, trials=4, log=again, trials_per_iter=4, seed=1, progress=quiet)
+    new = measured(again) - 2
+    assert new >= 1
+    kept, trials = graph.merge_task_records(again, shipped, tasks, key, progress=quiet)
+    assert trials == first + new == graph._recorded_trials(shipped, key)
+    keys = tuning.record_keys(shipped)
+    assert len(keys) == len(set(keys)) and 2 <= len(keys) <= 3
+
+
 def test_unsupported_attributes_raise_clearly():
     from tvm.script import ir as I
     from tvm.script import relax as R
