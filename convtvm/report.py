@@ -306,11 +306,12 @@ def models_figure(runs):
     fig = _fig(6 * len(names) + 2, 3.8)
     for i, name in enumerate(names):
         ax = fig.add_subplot(1, len(names), i + 1)
+        shown = _model_runs(timed, name)
         models = {r["_label"]: next((m for m in r.get("models") or [] if m["name"] == name), {})
-                  for r in timed}
+                  for r in shown}
         conts = _contenders(models.values())
         series = [(r["_label"], r["_color"], 0, [_t(models[r["_label"]], c) for c in conts])
-                  for r in timed]
+                  for r in shown]
         _bars(ax, conts, series, "latency (ms)")
         ax.set(title=f"{name} end to end (lower is better)", xlabel="contender")
     return fig
@@ -395,6 +396,20 @@ def _summary(runs):
     return blocks
 
 
+def _model_runs(runs, name: str) -> list:
+    """The runs that show ``name``: those that measured it, and one "not measured" row per target
+    that no run measured it on (an x86 op-suite run beside an x86 model run adds nothing)."""
+    measured = {r["target"] for r in runs if any(m["name"] == name for m in r.get("models") or [])}
+    shown, missing = [], set()
+    for r in runs:
+        if any(m["name"] == name for m in r.get("models") or []):
+            shown.append(r)
+        elif r["target"] not in measured and r["target"] not in missing:
+            missing.add(r["target"])
+            shown.append(r)
+    return shown
+
+
 def _models(runs):
     names = list(dict.fromkeys(m["name"] for r in runs for m in r.get("models") or []))
     if not names:
@@ -403,7 +418,7 @@ def _models(runs):
     conts = _contenders(timed_models)
     rows = []
     for name in names:
-        for run in runs:
+        for run in _model_runs(runs, name):
             m = next((m for m in run.get("models") or [] if m["name"] == name), None)
             if m is None:
                 rows.append([run["_label"], name, NM, NM, NM] + [NM] * (len(conts) + 3))

@@ -210,3 +210,15 @@ def test_plots_skip_missing_values_and_emulated_runs(tmp_path):
     assert ax.get_yscale() == "log" and "ms" in ax.get_ylabel()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["x86 convtvm_tuned", "x86 torch"]
     assert report.latency_figure(runs[1:]) is None and report.tuning_figure(runs[1:]) is None
+
+
+def test_a_model_row_per_run_that_measured_it_and_per_target_none_did(tmp_path):
+    """An x86 op-suite run beside the x86 model run adds no "not measured" model row; cuda, which no
+    run measured the model on, keeps one."""
+    suite_only = dict(copy.deepcopy(X86), models=[])
+    paths = [_write(tmp_path, n, d) for n, d in (("suite.json", suite_only), ("x86.json", X86), ("cuda.json", CUDA))]
+    _, md_path = report.render_report(paths, tmp_path / "out")
+    section = _md_section(md_path.read_text(), "EfficientNetV2 end to end")
+    rows = [line for line in section.splitlines() if "| efficientnet_v2_s |" in line]
+    assert [r.split(" | ")[0] for r in rows] == ["| x86 #2", "| cuda"]
+    assert "| 30 |" in rows[0] and rows[1].count("not measured") >= 8
