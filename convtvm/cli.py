@@ -172,11 +172,13 @@ def cmd_prune(args) -> int:
         raise ValueError("--in-network picks a model's records in that model: give --model too")
     ws = suites.suite(args.suite) if args.suite else None
     keep = max(args.keep, args.in_network or 0)  # candidates for the in-network choice
+    if args.model:
+        from .graph import model_and_input
+        model, x = model_and_input(args.model, args.input_size)
     if args.model and args.into:  # the model's records alone, and its trial count beside them
-        from .graph import extract_tasks, import_torch, lower, merge_task_records, model_and_input, model_trials_key
+        from .graph import extract_tasks, import_torch, lower, merge_task_records, model_trials_key
         from .targets import resolve
         info = resolve(json.loads((Path(args.log) / "target.json").read_text())["tvm_target"])
-        model, x = model_and_input(args.model, args.input_size)
         tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
         n, trials = merge_task_records(args.log, args.into, tasks, model_trials_key(args.model, args.input_size),
                                        keep=keep, retime=args.retime)
@@ -190,10 +192,9 @@ def cmd_prune(args) -> int:
             merge(tmp, args.into)
         print(f"kept {n} records, merged into {args.into}")
     if args.in_network:
-        from .graph import model_and_input, pick_in_network
+        from .graph import pick_in_network
         result = Path(args.into or args.output or args.log)
         target = json.loads((result / "target.json").read_text())["tvm_target"]
-        model, x = model_and_input(args.model, args.input_size)
         pick_in_network(model, [x], target, result, candidates=args.in_network)
         print(f"{args.model}'s tasks keep the record that ran fastest in the network, in {result}")
     return 0

@@ -919,9 +919,7 @@ def merge_task_records(worklog, into, tasks: list[Task], trials_key: str, *, kee
     trials = (_recorded_trials(into, trials_key) or 0) + new
     with tempfile.TemporaryDirectory(prefix="convtvm_model_") as tmp:
         only = Path(tmp) / "model"  # worklog with these tasks' records alone
-        only.mkdir()
-        for name in ("target.json", tuning.DB_FILES[0]):
-            shutil.copyfile(worklog / name, only / name)
+        shutil.copytree(worklog, only)
         tuning.write_rows(only, rows)
         pruned = Path(tmp) / "pruned"
         kept = tuning.prune(only, keep=keep, out=pruned, retime=retime, progress=progress)

@@ -728,16 +728,16 @@ def merge(src, dst, trials: dict | None = None, progress=print) -> int:
             wl = db.commit_workload(rec.workload.mod)
             db.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target, rec.args_info))
             added += 1
+        rows, seen, unique = _rows(work), set(), []
+        for row, key in zip(rows, record_keys(work)):  # a record dst already held is not added twice
+            if key not in seen:
+                seen.add(key)
+                unique.append(row)
+        if len(unique) < len(rows):
+            write_rows(work, unique)
+            added -= len(rows) - len(unique)
         _sync(work, dst, info)
     compact_workloads(dst)
-    rows, seen, unique = _rows(dst), set(), []
-    for row, key in zip(rows, record_keys(dst)):  # a record dst already held is not added twice
-        if key not in seen:
-            seen.add(key)
-            unique.append(row)
-    if len(unique) < len(rows):
-        write_rows(dst, unique)
-        added -= len(rows) - len(unique)
     if trials:
         meta = dst / "trials.json"
         counts = json.loads(meta.read_text()) if meta.exists() else {}
