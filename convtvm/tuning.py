@@ -729,7 +729,7 @@ def merge(src, dst, trials: dict | None = None, progress=print) -> int:
             db.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target, rec.args_info))
             added += 1
         rows, seen, unique = _rows(work), set(), []
-        for row, key in zip(rows, record_keys(work)):  # a record dst already held is not added twice
+        for row, key in zip(rows, record_keys(work, rows)):  # a record dst already held is not added twice
             if key not in seen:
                 seen.add(key)
                 unique.append(row)
