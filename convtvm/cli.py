@@ -1,4 +1,4 @@
-"""The ``convtvm`` command line: check, tune, build, bench, report, prune-log, device setup."""
+"""The ``convtvm`` command line: check, tune, build, bench, report, prune-log, sweep-tiles, device setup."""
 
 from __future__ import annotations
 
@@ -200,6 +200,27 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .graph import extract_tasks, import_torch, lower, model_and_input, model_trials_key
+    from .module import write_json_atomic
+    from .retile import sweep
+    from .targets import resolve
+    log = Path(args.log)
+    info = resolve(json.loads((log / "target.json").read_text())["tvm_target"])
+    model, x = model_and_input(args.model, args.input_size)
+    tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
+    if args.tasks < 1:
+        raise ValueError(f"--tasks={args.tasks} must be positive")
+    timed = 0
+    for t in tasks[:args.tasks]:  # heaviest first: calls x FLOPs
+        timed += len(sweep(log, t.mod, name=t.name, keep=args.keep, rounds=args.rounds)) - 1
+    key, meta = model_trials_key(args.model, args.input_size), log / "trials.json"
+    counts = json.loads(meta.read_text()) if meta.exists() else {}
+    write_json_atomic(meta, {**counts, key: counts.get(key, 0) + timed})  # each candidate timed is a trial
+    print(f"{timed} candidates timed; {key}: {counts.get(key, 0) + timed} trials")
+    return 0
+
+
 def cmd_device(args) -> int:
     if args.action != "setup" or args.device != "arm-emulated":
         raise ValueError("usage: convtvm device setup arm-emulated")
@@ -264,6 +285,15 @@ def main(argv=None) -> int:
                    help="with --model: of each of its tasks' K best records, keep the one whose kernel runs "
                         "fastest in the compiled network (profiled; on a quiet machine)")
     p.set_defaults(fn=cmd_prune)
+
+    p = sub.add_parser("sweep-tiles", help="time every register tile around a model's records; add the faster ones")
+    p.add_argument("log")
+    p.add_argument("--model", required=True, help="e.g. efficientnet_v2_s")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--tasks", type=int, default=8, help="the N heaviest tasks (calls x FLOPs)")
+    p.add_argument("--keep", type=int, default=2, help="records added per task, at most")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("device", help="set up a device: convtvm device setup arm-emulated")
     p.add_argument("action")

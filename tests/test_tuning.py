@@ -209,3 +209,67 @@ def test_a_faster_record_with_a_wrong_result_is_passed_over(tmp_path, seed):
     m = convtvm.build(w, "x86", tuning_log=log)
     xs = w.random_inputs(seed=seed)
     assert m.schedule == "tuned" and rel_err(m(*xs), w.reference(*xs)) < 1e-4
+
+
+def test_register_tile_sweep_adds_only_faster_checked_records(tmp_path):
+    """sweep-tiles: every candidate is the record's own trace with another register tile (the same
+    result as the unscheduled TIR); the records it adds were faster than the record, here, and rank
+    in the log by their times scaled to the record's."""
+    import numpy as np
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from convtvm import retile
+    info = resolve("x86")
+    log = tmp_path / "log"  # channels-last, as in a network: the vectorised axis is the 16 channels
+    w = convtvm.workload("conv2d", in_channels=8, out_channels=16, input_size=(10, 10), kernel_size=3, padding=1,
+                         layout="NHWC")
+    convtvm.tune(w, "x86", trials=8, log=log, trials_per_iter=8, seed=1, progress=lambda s: None)
+    mod = tuning.tuned_ir_module(w, info)
+    with pytest.raises(ValueError, match="keep=0"):
+        retile.sweep(log, mod, keep=0)
+    other = tuning.tuned_ir_module(convtvm.workload("conv2d", in_channels=4, out_channels=4, input_size=(6, 6),
+                                                    kernel_size=1), info)
+    with pytest.raises(ValueError, match="no record for"):
+        retile.sweep(log, other)
+
+    line = next(iter(tuning.workload_lines_of(log, [mod])))
+    mine = [rec for wl, rec in records(log) if wl == line]
+    best = min(mine, key=lambda rec: sum(rec[1]) / len(rec[1]))
+    wl_json = json.loads((log / tuning.DB_FILES[0]).read_text().splitlines()[line])
+    record = ms.database.TuningRecord.from_json(best, ms.database.Workload.from_json(wl_json))
+    labels = retile.candidate_decisions(record.trace, rows=(2, 4), lanes=(8,))
+    assert labels and all("x8 on axis" in k for k in labels)
+    label, decisions = next(iter(labels.items()))
+    for inst, d in decisions.items():  # a perfect tiling of the same loop, register tile innermost
+        assert _product(d) == _product(int(v) for v in record.trace.decisions[inst])
+    with tuning._skip_tensor_intrinsics(info):
+        postprocs = tuning.make_context(mod, info, "w").space_generator.postprocs
+    sch = retile.replay(mod, record.trace, decisions, postprocs)
+    assert sch is not None
+    rng = np.random.default_rng(3)
+    args = [rng.standard_normal([int(d) for d in a.shape]).astype("float32")
+            for a in ms.arg_info.ArgInfo.from_prim_func(mod["main"])]
+    outs = []
+    for m in (sch.mod, mod):  # the candidate computes what the unscheduled TIR computes
+        tensors = [tvm.runtime.tensor(a) for a in args]
+        tvm.compile(m, target=info.target)["main"](*tensors)
+        outs.append(tensors[-1].numpy())
+    assert rel_err(*outs) < 1e-5
+
+    before = records(log)
+    ranked = retile.sweep(log, mod, name="w", keep=2, rounds=2, rows=(2, 4), lanes=(8,), progress=lambda s: None)
+    times = dict(ranked)
+    assert "record" in times and 1 < len(times) <= len(labels) + 1
+    added = records(log)[len(before):]
+    assert records(log)[:len(before)] == before and len(added) <= 2
+    for wl, rec in added:
+        assert wl == line and rec[0] != best[0] and rec[1][0] < sum(best[1]) / len(best[1])
+        assert tuning._matches_unscheduled(info, wl_json, rec)
+
+
+def _product(xs) -> int:
+    p = 1
+    for x in xs:
+        p *= x
+    return p

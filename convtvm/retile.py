@@ -1,0 +1,173 @@
+"""A register-tile sweep around a task's best tuning record.
+
+MetaSchedule's evolutionary search mutates one random tile decision at a time and trusts its cost
+model to rank the results, so a record can keep a poor register tile that a small, exhaustive search
+would fix. (EfficientNetV2-S's stage-2 Winograd kernel kept a 2x8 tile, 2 accumulators, for its
+36 batched GEMMs; a 4x16 tile with the whole reduction inside, 8 accumulators, ran it 18% faster
+alone and 14% faster in the network.) For every multi-level-tiled block (``meta_schedule.tiling_structure``, SSRSRS) of the
+record's trace, the sweep sets the innermost tile to ``rows`` x ``lanes`` (rows on one spatial
+axis, lanes on the last, vectorised one), the tiles between it and the reduction to 1, and the
+reduction whole or as it was; it replays the trace with those decisions, runs the target's
+postprocessors again, times every candidate alone, interleaved with the record itself, and adds
+the fastest few that beat it to the log, each checked against the unscheduled TIR. Their run times
+are the record's, scaled by the ratio measured here, so they rank against the log's other records.
+The in-network choice (``graph.pick_in_network``) then decides between them in the network.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from .targets import TargetInfo, resolve
+
+SPATIAL, REDUCTION = 4, 2  # SamplePerfectTile's n for the S and R loops of SSRSRS
+
+
+def tiled_blocks(trace) -> list[list]:
+    """Per multi-level-tiled block of ``trace`` (before its postprocessing): its SamplePerfectTile
+    instructions, one per loop of the block, in order."""
+    blocks, current = [], None
+    for inst in trace.insts:
+        kind = inst.kind.name
+        if kind == "EnterPostproc":
+            break
+        if kind == "Annotate" and str(inst.attrs[0]) == "meta_schedule.tiling_structure":
+            current = []
+            blocks.append(current)
+        elif kind == "SamplePerfectTile" and current is not None:
+            current.append(inst)
+        elif kind not in ("GetLoops", "Split", "SamplePerfectTile") and current:
+            current = None  # the tiling of that block is complete
+    return [b for b in blocks if any(int(i.attrs[0]) == SPATIAL for i in b)]
+
+
+def _factors(decision) -> list[int]:
+    return [int(v) for v in decision]
+
+
+def _product(xs) -> int:
+    p = 1
+    for x in xs:
+        p *= x
+    return p
+
+
+def _spatial(extent: int, outer: int, inner: int) -> list[int]:
+    """[outer, rest, 1, inner]: the register tile ``inner`` innermost, nothing between it and the
+    reduction, the rest on the second (parallel) level; ``outer`` kept where it still divides."""
+    outer = outer if extent % (outer * inner) == 0 else 1
+    return [outer, extent // (outer * inner), 1, inner]
+
+
+def candidate_decisions(trace, rows=(2, 4, 6, 7, 8), lanes=(8, 16), max_inner: int = 64) -> dict:
+    """label -> {instruction: decision} for every register tile of every tiled block of ``trace``."""
+    out = {}
+    for b, insts in enumerate(tiled_blocks(trace)):
+        dec = {i: _factors(trace.decisions[i]) for i in insts}
+        spatial = [i for i in insts if int(i.attrs[0]) == SPATIAL]
+        reduction = [i for i in insts if int(i.attrs[0]) == REDUCTION]
+        lane_axis = spatial[-1]
+        reductions = [{i: dec[i] for i in reduction}]
+        whole = {}
+        for i in reduction:
+            k = _product(dec[i])
+            inner = max(d for d in range(1, min(k, max_inner) + 1) if k % d == 0)
+            whole[i] = [k // inner, inner]
+        if whole != reductions[0]:
+            reductions.append(whole)
+        for a, row_axis in enumerate(spatial[:-1]):
+            extent = _product(dec[row_axis])
+            for r in rows:
+                if extent % r:
+                    continue
+                for lane in lanes:
+                    n = _product(dec[lane_axis])
+                    if n % lane:
+                        continue
+                    new = {}
+                    for i in spatial:
+                        e = _product(dec[i])
+                        inner = r if i is row_axis else lane if i is lane_axis else 1
+                        new[i] = _spatial(e, dec[i][0], inner)
+                    for red in reductions:
+                        label = f"block {b}: {r}x{lane} on axis {a}, reduction " + \
+                                "/".join("x".join(map(str, red[i])) for i in reduction)
+                        out[label] = {**new, **red}
+    return out
+
+
+def replay(mod, trace, decisions: dict, postprocs):
+    """``mod`` scheduled by ``trace`` with ``decisions`` changed and the postprocessors run again;
+    None when a postprocessor rejects the result."""
+    from tvm.s_tir import Schedule
+    t = trace
+    for inst, d in decisions.items():
+        t = t.with_decision(inst, d, remove_postproc=True)
+    sch = Schedule(mod)
+    t.apply_to_schedule(sch, remove_postproc=True)
+    sch.enter_postproc()
+    return sch if all(p.apply(sch) for p in postprocs) else None
+
+
+def sweep(log, mod, *, name: str = "task", keep: int = 2, rounds: int = 7, rows=(2, 4, 6, 7, 8),
+          lanes=(8, 16), progress=print) -> list[tuple[str, float]]:
+    """Sweep the register tiles of ``mod``'s best record in ``log`` (see the module's docstring); add
+    the ``keep`` fastest candidates that beat it to ``log`` (rewritten atomically). Run the machine
+    quiet. Returns [(label, ms alone)] of the record and the candidates, fastest first."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from . import tuning
+    from .bench import time_interleaved
+    log = Path(log)
+    info: TargetInfo = resolve(json.loads((log / "target.json").read_text())["tvm_target"])
+    if info.is_remote or info.kind == "cuda":
+        raise ValueError(f"the sweep times kernels on this machine's CPU; {log} is for {info.kind}")
+    if int(keep) < 1 or int(rounds) < 1:
+        raise ValueError(f"keep={keep} and rounds={rounds} must be positive")
+    line = next(iter(tuning.workload_lines_of(log, [mod])), None)
+    if line is None:
+        raise ValueError(f"{log} has no record for {name}: tune it first")
+    with open(log / tuning.DB_FILES[0]) as f:
+        wl_json = [json.loads(x) for x in f if x.strip()][line]
+    mine = [r for r in tuning._rows(log) if r[0] == line]
+    base_row = min(mine, key=lambda r: sum(r[1][1]) / len(r[1][1]))
+    with tempfile.TemporaryDirectory(prefix="convtvm_retile_") as tmp:
+        # the candidates are serialised by a scratch database (a trace with an IndexMap, from
+        # RewriteLayout, has no Python JSON form)
+        (Path(tmp) / tuning.DB_FILES[1]).write_text("")
+        shutil.copyfile(log / tuning.DB_FILES[0], Path(tmp) / tuning.DB_FILES[0])
+        db = tuning._open_db(Path(tmp))
+        record = ms.database.TuningRecord.from_json(base_row[1], ms.database.Workload.from_json(wl_json))
+        with tuning._skip_tensor_intrinsics(info):
+            postprocs = tuning.make_context(mod, info, name).space_generator.postprocs
+        labels = []
+        for label, decisions in candidate_decisions(record.trace, rows, lanes).items():
+            sch = replay(mod, record.trace, decisions, postprocs)
+            if sch is not None:
+                db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(mod), record.run_secs,
+                                                                 info.target, record.args_info))
+                labels.append(label)
+        recs = {"record": base_row[1], **{k: r[1] for k, r in zip(labels, tuning._rows(Path(tmp)))}}
+    progress(f"{name}: {len(recs) - 1} register tiles around its record, timed {rounds} times each")
+    timed = time_interleaved({k: tuning._kernel_timer(info, wl_json, r) for k, r in recs.items()}, rounds)
+    base = timed["record"]
+    ranked = sorted(timed.items(), key=lambda kv: kv[1])
+    for label, t in ranked[:keep + 3]:
+        progress(f"  {t:8.3f} ms  {label}")
+    better = [label for label, t in ranked if t < base][:keep]
+    secs = sum(base_row[1][1]) / len(base_row[1][1])
+    rows_new = []
+    for label in better:
+        if not tuning._matches_unscheduled(info, wl_json, recs[label]):
+            progress(f"  {label}: differs from the unscheduled TIR, left out")
+            continue
+        rec = list(recs[label])
+        rec[1] = [round(secs * timed[label] / base, 9)]
+        rows_new.append(rec)
+    if rows_new:
+        tuning.write_rows(log, tuning._rows(log) + [[line, rec] for rec in rows_new])
+    progress(f"{name}: {len(rows_new)} records added (fastest alone: {ranked[0][1]:.3f} ms, record {base:.3f} ms)")
+    return ranked
