@@ -201,23 +201,23 @@ def cmd_prune(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .graph import extract_tasks, import_torch, lower, model_and_input, model_trials_key
-    from .module import write_json_atomic
+    from .graph import _recorded_trials, extract_tasks, import_torch, lower, model_and_input, model_trials_key
     from .retile import sweep
     from .targets import resolve
+    from .tuning import record_trials
+    if args.tasks < 1:
+        raise ValueError(f"--tasks={args.tasks} must be positive")
     log = Path(args.log)
     info = resolve(json.loads((log / "target.json").read_text())["tvm_target"])
     model, x = model_and_input(args.model, args.input_size)
     tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
-    if args.tasks < 1:
-        raise ValueError(f"--tasks={args.tasks} must be positive")
     timed = 0
     for t in tasks[:args.tasks]:  # heaviest first: calls x FLOPs
         timed += len(sweep(log, t.mod, name=t.name, keep=args.keep, rounds=args.rounds)) - 1
-    key, meta = model_trials_key(args.model, args.input_size), log / "trials.json"
-    counts = json.loads(meta.read_text()) if meta.exists() else {}
-    write_json_atomic(meta, {**counts, key: counts.get(key, 0) + timed})  # each candidate timed is a trial
-    print(f"{timed} candidates timed; {key}: {counts.get(key, 0) + timed} trials")
+    key = model_trials_key(args.model, args.input_size)
+    trials = (_recorded_trials(log, key) or 0) + timed  # each candidate timed is a trial
+    record_trials(log, {key: trials})
+    print(f"{timed} candidates timed; {key}: {trials} trials")
     return 0
 
 

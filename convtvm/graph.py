@@ -862,7 +862,7 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
         tuning.write_rows(pool, [r for r in rows if r[0] in task_of])
         tuning.prune(pool, keep=candidates, progress=progress)  # the verified best of each task
         ranked: dict = {}
-        for wl, rec in sorted(tuning._rows(pool), key=lambda r: sum(r[1][1]) / len(r[1][1])):
+        for wl, rec in sorted(tuning._rows(pool), key=tuning.row_secs):
             ranked.setdefault(wl, []).append([wl, rec])
         if not ranked:
             raise ValueError(f"no record in {log} of this network's tasks reproduces the unscheduled TIR")

@@ -17,6 +17,7 @@ The in-network choice (``graph.pick_in_network``) then decides between them in t
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -48,13 +49,6 @@ def _factors(decision) -> list[int]:
     return [int(v) for v in decision]
 
 
-def _product(xs) -> int:
-    p = 1
-    for x in xs:
-        p *= x
-    return p
-
-
 def _spatial(extent: int, outer: int, inner: int) -> list[int]:
     """[outer, rest, 1, inner]: the register tile ``inner`` innermost, nothing between it and the
     reduction, the rest on the second (parallel) level; ``outer`` kept where it still divides."""
@@ -73,23 +67,21 @@ def candidate_decisions(trace, rows=(2, 4, 6, 7, 8), lanes=(8, 16), max_inner: i
         reductions = [{i: dec[i] for i in reduction}]
         whole = {}
         for i in reduction:
-            k = _product(dec[i])
+            k = math.prod(dec[i])
             inner = max(d for d in range(1, min(k, max_inner) + 1) if k % d == 0)
             whole[i] = [k // inner, inner]
         if whole != reductions[0]:
             reductions.append(whole)
+        fitting_lanes = [lane for lane in lanes if math.prod(dec[lane_axis]) % lane == 0]
         for a, row_axis in enumerate(spatial[:-1]):
-            extent = _product(dec[row_axis])
+            extent = math.prod(dec[row_axis])
             for r in rows:
                 if extent % r:
                     continue
-                for lane in lanes:
-                    n = _product(dec[lane_axis])
-                    if n % lane:
-                        continue
+                for lane in fitting_lanes:
                     new = {}
                     for i in spatial:
-                        e = _product(dec[i])
+                        e = math.prod(dec[i])
                         inner = r if i is row_axis else lane if i is lane_axis else 1
                         new[i] = _spatial(e, dec[i][0], inner)
                     for red in reductions:
@@ -132,8 +124,7 @@ def sweep(log, mod, *, name: str = "task", keep: int = 2, rounds: int = 7, rows=
         raise ValueError(f"{log} has no record for {name}: tune it first")
     with open(log / tuning.DB_FILES[0]) as f:
         wl_json = [json.loads(x) for x in f if x.strip()][line]
-    mine = [r for r in tuning._rows(log) if r[0] == line]
-    base_row = min(mine, key=lambda r: sum(r[1][1]) / len(r[1][1]))
+    base_row = min((r for r in tuning._rows(log) if r[0] == line), key=tuning.row_secs)
     with tempfile.TemporaryDirectory(prefix="convtvm_retile_") as tmp:
         # the candidates are serialised by a scratch database (a trace with an IndexMap, from
         # RewriteLayout, has no Python JSON form)
@@ -158,7 +149,7 @@ def sweep(log, mod, *, name: str = "task", keep: int = 2, rounds: int = 7, rows=
     for label, t in ranked[:keep + 3]:
         progress(f"  {t:8.3f} ms  {label}")
     better = [label for label, t in ranked if t < base][:keep]
-    secs = sum(base_row[1][1]) / len(base_row[1][1])
+    secs = tuning.row_secs(base_row)
     rows_new = []
     for label in better:
         if not tuning._matches_unscheduled(info, wl_json, recs[label]):

@@ -592,6 +592,20 @@ def _rows(log: Path) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def row_secs(row) -> float:
+    """A ``[workload line, record]`` row's mean run time, in seconds."""
+    secs = row[1][1]
+    return sum(secs) / len(secs)
+
+
+def record_trials(log: Path, trials: dict) -> None:
+    """Set ``trials`` (name -> trials measured) in ``log``'s trials.json, atomically; other names stay."""
+    from .module import write_json_atomic
+    meta = Path(log) / "trials.json"
+    counts = json.loads(meta.read_text()) if meta.exists() else {}
+    write_json_atomic(meta, {**counts, **trials})
+
+
 def write_rows(log: Path, rows: list) -> None:
     """Rewrite ``log``'s tuning records (``[workload line, record]`` rows), atomically."""
     fd, tmp = tempfile.mkstemp(dir=log, prefix=".records.")
@@ -713,7 +727,6 @@ def merge(src, dst, trials: dict | None = None, progress=print) -> int:
     """Add every record of the log ``src`` (same target) that ``dst`` does not hold to the log ``dst``,
     and ``trials`` (name -> trials measured) to dst's trials.json; dst is rewritten atomically.
     Returns records added."""
-    from .module import write_json_atomic
     src, dst = Path(src), Path(dst)
     info = resolve(json.loads((src / "target.json").read_text())["tvm_target"])
     check_log(dst, info, must_exist=False)
@@ -739,9 +752,7 @@ def merge(src, dst, trials: dict | None = None, progress=print) -> int:
         _sync(work, dst, info)
     compact_workloads(dst)
     if trials:
-        meta = dst / "trials.json"
-        counts = json.loads(meta.read_text()) if meta.exists() else {}
-        write_json_atomic(meta, {**counts, **trials})
+        record_trials(dst, trials)
     progress(f"merged {added} records of {src} into {dst}")
     return added
 

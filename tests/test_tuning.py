@@ -1,6 +1,7 @@
 """MetaSchedule tuning: records, resume, foreign targets, corrupt logs, Ctrl-C."""
 
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -242,7 +243,7 @@ def test_register_tile_sweep_adds_only_faster_checked_records(tmp_path):
     assert labels and all("x8 on axis" in k for k in labels)
     label, decisions = next(iter(labels.items()))
     for inst, d in decisions.items():  # a perfect tiling of the same loop, register tile innermost
-        assert _product(d) == _product(int(v) for v in record.trace.decisions[inst])
+        assert math.prod(d) == math.prod(int(v) for v in record.trace.decisions[inst])
     with tuning._skip_tensor_intrinsics(info):
         postprocs = tuning.make_context(mod, info, "w").space_generator.postprocs
     sch = retile.replay(mod, record.trace, decisions, postprocs)
@@ -266,10 +267,3 @@ def test_register_tile_sweep_adds_only_faster_checked_records(tmp_path):
     for wl, rec in added:
         assert wl == line and rec[0] != best[0] and rec[1][0] < sum(best[1]) / len(best[1])
         assert tuning._matches_unscheduled(info, wl_json, rec)
-
-
-def _product(xs) -> int:
-    p = 1
-    for x in xs:
-        p *= x
-    return p
