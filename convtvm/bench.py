@@ -19,6 +19,7 @@ from . import __version__
 from .targets import cpu_threads, resolve
 
 FLOPS_PER_CYCLE = {"x86": 32, "arm": 8}  # per core: AVX2 2 FMA x 8 fp32 x 2; NEON 1 FMA x 4 x 2
+AVX512_FLOPS_PER_CYCLE = 64  # 2 FMA x 16 fp32 x 2 (Zen 5; Zen 4, CPU family 25, splits each in two: 32)
 
 
 def machine() -> dict:
@@ -51,10 +52,16 @@ def _cpuinfo() -> list[str]:
 
 
 def peak_gflops(kind: str, cores: int) -> float | None:
-    mhz = [float(ln.split(":")[1]) for ln in _cpuinfo() if ln.startswith("cpu MHz")]
+    """fp32 FMA peak at the clock /proc/cpuinfo reports (the nominal one; a boost runs above it)."""
+    info = _cpuinfo()
+    mhz = [float(ln.split(":")[1]) for ln in info if ln.startswith("cpu MHz")]
     if kind not in FLOPS_PER_CYCLE or not mhz:
         return None
-    return round(cores * max(mhz) / 1e3 * FLOPS_PER_CYCLE[kind], 1)
+    per_cycle = FLOPS_PER_CYCLE[kind]
+    field = {ln.split(":")[0].strip(): ln.split(":", 1)[1].split() for ln in info if ":" in ln}
+    if kind == "x86" and "avx512f" in field.get("flags", []) and field.get("cpu family") != ["25"]:
+        per_cycle = AVX512_FLOPS_PER_CYCLE
+    return round(cores * max(mhz) / 1e3 * per_cycle, 1)
 
 
 def _time_torch(fn, args, number: int) -> float:

@@ -1,10 +1,10 @@
-"""The ``convtvm`` command line: check, tune, build, bench, report, prune-log, sweep-tiles, device setup."""
+"""The ``convtvm`` command line: check, tune, build, bench, report, prune-log, sweep-tiles, retarget-log,
+device setup."""
 
 from __future__ import annotations
 
 import argparse
 import ast
-import json
 import sys
 import time
 from pathlib import Path
@@ -165,7 +165,7 @@ def cmd_prune(args) -> int:
     import tempfile
 
     from . import suites
-    from .tuning import merge, prune
+    from .tuning import log_target, merge, prune
     if args.into and args.output:
         raise ValueError("give either --output (a pruned copy) or --into (merge the pruned records into a log)")
     if args.in_network and not args.model:
@@ -177,8 +177,7 @@ def cmd_prune(args) -> int:
         model, x = model_and_input(args.model, args.input_size)
     if args.model and args.into:  # the model's records alone, and its trial count beside them
         from .graph import extract_tasks, import_torch, lower, merge_task_records, model_trials_key
-        from .targets import resolve
-        info = resolve(json.loads((Path(args.log) / "target.json").read_text())["tvm_target"])
+        info = log_target(args.log)
         tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
         n, trials = merge_task_records(args.log, args.into, tasks, model_trials_key(args.model, args.input_size),
                                        keep=keep, retime=args.retime)
@@ -194,8 +193,7 @@ def cmd_prune(args) -> int:
     if args.in_network:
         from .graph import pick_in_network
         result = Path(args.into or args.output or args.log)
-        target = json.loads((result / "target.json").read_text())["tvm_target"]
-        pick_in_network(model, [x], target, result, candidates=args.in_network)
+        pick_in_network(model, [x], log_target(result), result, candidates=args.in_network)
         print(f"{args.model}'s tasks keep the record that ran fastest in the network, in {result}")
     return 0
 
@@ -203,12 +201,11 @@ def cmd_prune(args) -> int:
 def cmd_sweep(args) -> int:
     from .graph import _recorded_trials, extract_tasks, import_torch, lower, model_and_input, model_trials_key
     from .retile import sweep
-    from .targets import resolve
-    from .tuning import record_trials
+    from .tuning import log_target, record_trials
     if args.tasks < 1:
         raise ValueError(f"--tasks={args.tasks} must be positive")
     log = Path(args.log)
-    info = resolve(json.loads((log / "target.json").read_text())["tvm_target"])
+    info = log_target(log)
     model, x = model_and_input(args.model, args.input_size)
     tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
     timed = 0
@@ -218,6 +215,15 @@ def cmd_sweep(args) -> int:
     trials = (_recorded_trials(log, key) or 0) + timed  # each candidate timed is a trial
     record_trials(log, {key: trials})
     print(f"{timed} candidates timed; {key}: {trials} trials")
+    return 0
+
+
+def cmd_retarget(args) -> int:
+    from .targets import resolve
+    from .tuning import retarget
+    info = resolve(args.target, num_cores=args.num_cores)
+    n = retarget(args.log, info, args.output)
+    print(f"carried {n} records of {args.log} over to {info.tag}")
     return 0
 
 
@@ -294,6 +300,14 @@ def main(argv=None) -> int:
     p.add_argument("--keep", type=int, default=2, help="records added per task, at most")
     p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("retarget-log", help="carry a log's best records over to this machine's CPU (each "
+                                            "replayed, checked and timed here)")
+    p.add_argument("log", help="e.g. tuning_logs/x86-znver3")
+    p.add_argument("--target", default="x86")
+    p.add_argument("--num-cores", type=int)
+    p.add_argument("-o", "--output", help="the log to merge them into (default tuning_logs/<target tag>)")
+    p.set_defaults(fn=cmd_retarget)
 
     p = sub.add_parser("device", help="set up a device: convtvm device setup arm-emulated")
     p.add_argument("action")

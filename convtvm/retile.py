@@ -22,7 +22,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .targets import TargetInfo, resolve
 
 SPATIAL, REDUCTION = 4, 2  # SamplePerfectTile's n for the S and R loops of SSRSRS
 
@@ -114,7 +113,7 @@ def sweep(log, mod, *, name: str = "task", keep: int = 2, rounds: int = 7, rows=
     from . import tuning
     from .bench import time_interleaved
     log = Path(log)
-    info: TargetInfo = resolve(json.loads((log / "target.json").read_text())["tvm_target"])
+    info = tuning.log_target(log)
     if info.is_remote or info.kind == "cuda":
         raise ValueError(f"the sweep times kernels on this machine's CPU; {log} is for {info.kind}")
     if int(keep) < 1 or int(rounds) < 1:

@@ -53,6 +53,17 @@ def _target_key(t: dict) -> tuple:
     return tuple(str(t.get(k, "")) for k in ("kind", "mcpu", "mtriple", "arch"))
 
 
+def log_target(log) -> TargetInfo:
+    """The target a tuning log's records were measured on (its target.json)."""
+    meta = Path(log) / "target.json"
+    if not meta.exists():
+        raise ValueError(f"tuning log {log} has no target.json: cannot tell which target it was tuned for")
+    try:
+        return resolve(json.loads(meta.read_text())["tvm_target"])
+    except (json.JSONDecodeError, KeyError) as e:
+        raise ValueError(f"{meta}: corrupt tuning log metadata ({e!r})") from None
+
+
 def check_log(log, info: TargetInfo, must_exist: bool) -> Path:
     """Validate a log directory: it belongs to ``info``'s target and every line parses."""
     log = Path(log)
@@ -305,8 +316,9 @@ def _rules(cfg: dict):
             ms.schedule_rule.RandomComputeLocation()]
 
 
-# tensor intrinsics each CPU search space may ask for (TVM's default ARM rules check NEON dot products)
-_INTRINSICS = {"x86": (), "arm": ("arm_cpu",)}
+# tensor intrinsics each CPU search space may ask for: TVM's defaults for a CPU with AVX-512 VNNI
+# (Zen 4/5, Intel since Cascade Lake) build an int8 dot-product rule, its ARM ones check NEON dot products
+_INTRINSICS = {"x86": ("x86",), "arm": ("arm_cpu",)}
 
 
 @contextlib.contextmanager
@@ -728,7 +740,7 @@ def merge(src, dst, trials: dict | None = None, progress=print) -> int:
     and ``trials`` (name -> trials measured) to dst's trials.json; dst is rewritten atomically.
     Returns records added."""
     src, dst = Path(src), Path(dst)
-    info = resolve(json.loads((src / "target.json").read_text())["tvm_target"])
+    info = log_target(src)
     check_log(dst, info, must_exist=False)
     from tvm.s_tir import meta_schedule as ms
     with tempfile.TemporaryDirectory(prefix="convtvm_merge_") as tmp:
@@ -755,6 +767,35 @@ def merge(src, dst, trials: dict | None = None, progress=print) -> int:
         record_trials(dst, trials)
     progress(f"merged {added} records of {src} into {dst}")
     return added
+
+
+def retarget(src, target, out=None, progress=print) -> int:
+    """Carry the records of the log ``src`` over to another CPU of the same kind (a log tuned on a
+    Zen 3 machine, used on a Zen 5 one): each workload's best record is replayed and compiled for
+    ``target``, checked against the unscheduled TIR and timed here, then merged into ``out`` (default
+    ``tuning_logs/<target tag>``) as that target's record. A record is never applied to a target it
+    was not measured on; this is how one becomes a measured starting point for the new target's
+    tuning (which starts each task from its best logged record). Returns records carried over."""
+    src = Path(src)
+    have, info = log_target(src), resolve(target)
+    if info.kind != have.kind or info.is_remote:
+        raise ValueError(f"retarget carries records between CPUs of this machine's kind; {src} is for "
+                         f"{have.kind}, target is {info.kind}")
+    if _target_key(json.loads(have.target_json)) == _target_key(json.loads(info.target_json)):
+        raise ValueError(f"{src} already holds records for {info.tag}")
+    out = check_log(out or default_log(info), info, must_exist=False)
+    exported = {k: (list(v) if k == "keys" else v) for k, v in info.target.export().items()}
+    with tempfile.TemporaryDirectory(prefix="convtvm_retarget_") as tmp:
+        moved, pruned = Path(tmp) / "moved", Path(tmp) / "pruned"
+        moved.mkdir()
+        shutil.copyfile(src / DB_FILES[0], moved / DB_FILES[0])
+        (moved / "target.json").write_text(json.dumps(
+            {"kind": info.kind, "tag": info.tag, "tvm_target": json.loads(info.target_json)}))
+        write_rows(moved, [[wl, [rec[0], rec[1], exported, *rec[3:]]] for wl, rec in _rows(src)])
+        progress(f"replaying {src}'s best records for {info.tag}: each checked and timed here")
+        kept = prune(moved, keep=1, out=pruned, retime=1, progress=progress)
+        merge(pruned, out, progress=progress)
+    return kept
 
 
 def _kernel_timer(info: TargetInfo, wl_json, rec_json):
@@ -801,7 +842,7 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: i
     ``only`` drops the records of every other task."""
     log = Path(log)
     out = Path(out or log)
-    info = resolve(json.loads((log / "target.json").read_text())["tvm_target"])
+    info = log_target(log)
     with open(log / DB_FILES[0]) as f:
         wl_lines = [json.loads(line) for line in f if line.strip()]
     index = {}

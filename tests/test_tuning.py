@@ -140,13 +140,38 @@ def test_sigint_loses_no_committed_record(tmp_path):
     assert convtvm.build(W, "x86", tuning_log=log).schedule == "tuned"
 
 
+def test_retarget_carries_checked_records_to_another_cpu(tuned_log, tmp_path, seed):
+    """retarget-log: a log's best record, replayed for another CPU of this kind, checked and timed
+    here, becomes that CPU's record (and that log's only one, however often it is carried over)."""
+    host = json.loads(resolve("x86").target_json)
+    mcpu = "skylake" if host.get("mcpu") == "haswell" else "haswell"  # both run on any AVX2 machine
+    other = resolve({"kind": "llvm", "mcpu": mcpu, "num-cores": host["num-cores"]})
+    out = tmp_path / other.tag
+    assert tuning.retarget(tuned_log, other, out, progress=lambda s: None) == 1
+    assert tuning.retarget(tuned_log, other, out, progress=lambda s: None) == 1
+    (row,) = records(out)
+    assert row[1][2]["mcpu"] == mcpu and tuning.log_target(out) == other
+    fastest = min(records(tuned_log), key=tuning.row_secs)
+    assert row[1][0] == fastest[1][0] and row[1][1] != fastest[1][1]  # the same trace, timed again
+    m = convtvm.build(W, other, tuning_log=out)
+    xs = W.random_inputs(seed=seed)
+    assert m.schedule == "tuned" and rel_err(m(*xs), W.reference(*xs)) <= 1e-4
+    with pytest.raises(ValueError, match="already holds records for"):
+        tuning.retarget(tuned_log, "x86", tmp_path / "same")
+    with pytest.raises(ValueError, match="target is arm"):
+        tuning.retarget(tuned_log, "arm", tmp_path / "arm")
+    with pytest.raises(ValueError, match="has no target.json"):
+        tuning.retarget(tmp_path / "missing", "x86")
+    assert not (tmp_path / "same").exists() and not (tmp_path / "arm").exists()
+
+
 def test_tuned_kernel_with_packed_weights(tmp_path, seed):
     """A shipped record whose kernel reads both of its weights packed (depthwise-separable: the
     depthwise and the pointwise weight): ``prepacked`` on weights packed once by ``weight_prepack``
     gives what ``main`` (which repacks on every call) gives, and what torch gives; export keeps it."""
     from convtvm import suites
-    w = suites.suite("extras")["DWS"]
-    m = convtvm.build(w, "x86", tuning_log=tuning.ROOT / "tuning_logs" / "x86-znver3")
+    w, log = suites.suite("extras")["DWS"], tuning.ROOT / "tuning_logs" / "x86-znver3"
+    m = convtvm.build(w, tuning.log_target(log), tuning_log=log)  # its own CPU's code runs on a newer one
     assert m.schedule == "tuned" and m.packing is not None
     assert sorted(m.packing["weights"]) == w.weight_indices and len(m.packing["packed"]) == 2
     xs = w.random_inputs(seed=seed)
@@ -198,7 +223,7 @@ def test_a_faster_record_with_a_wrong_result_is_passed_over(tmp_path, seed):
     from convtvm.suites import suite
     log = tmp_path / "x86"
     shutil.copytree(Path(__file__).parent / "data" / "ssc_wrong_record", log)
-    info, w = resolve("x86"), suite("all")["SSC"]
+    info, w = tuning.log_target(log), suite("all")["SSC"]  # the CPU it was measured on
     rows = records(log)
     mod = tuning.tuned_ir_module(w, info)
     workload = ms.database.Workload.from_json(json.loads((log / tuning.DB_FILES[0]).read_text()))
@@ -207,7 +232,7 @@ def test_a_faster_record_with_a_wrong_result_is_passed_over(tmp_path, seed):
     assert not tuning._reproduces_torch(w, info, mod, wrong)
     record, _ = tuning.best_record(w, info, log)
     assert str(record.trace) == str(right.trace)
-    m = convtvm.build(w, "x86", tuning_log=log)
+    m = convtvm.build(w, info, tuning_log=log)
     xs = w.random_inputs(seed=seed)
     assert m.schedule == "tuned" and rel_err(m(*xs), w.reference(*xs)) < 1e-4
 
