@@ -146,7 +146,7 @@ def cmd_bench(args) -> int:
         result = bench.bench_ops(_workloads(args), info, log=args.log, rounds=args.rounds)
         print()
         print(bench.table(result))
-    out = Path(args.output or f"results/{info.tag}-{'model' if args.model else args.suite or 'ops'}.json")
+    out = Path(args.output or f"results/{info.tag}-{args.model or args.suite or 'ops'}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     from .module import write_json_atomic
     write_json_atomic(out, result)

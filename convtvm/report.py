@@ -373,8 +373,9 @@ def _op_tables(run):
 def _summary(runs):
     rows = []
     for run in runs:
-        m = run["machine"]
-        machine = f"{m.get('cpu') or 'unknown CPU'}" + (f" + {m['gpu']}" if m.get("gpu") else "")
+        m, cpu = run["machine"], (run.get("target_detail") or {}).get("mcpu")
+        machine = (f"{m.get('cpu') or 'unknown CPU'}" + (f" ({cpu})" if cpu else "")
+                   + (f" + {m['gpu']}" if m.get("gpu") else ""))
         if run["emulated"]:
             rows.append([run["target"], run["_label"], machine, "-", EMULATED, "-"])
             continue

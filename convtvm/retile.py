@@ -55,7 +55,7 @@ def _spatial(extent: int, outer: int, inner: int) -> list[int]:
     return [outer, extent // (outer * inner), 1, inner]
 
 
-def candidate_decisions(trace, rows=(2, 4, 6, 7, 8), lanes=(8, 16), max_inner: int = 64) -> dict:
+def candidate_decisions(trace, rows, lanes, max_inner: int = 64) -> dict:
     """label -> {instruction: decision} for every register tile of every tiled block of ``trace``."""
     out = {}
     for b, insts in enumerate(tiled_blocks(trace)):
@@ -103,11 +103,21 @@ def replay(mod, trace, decisions: dict, postprocs):
     return sch if all(p.apply(sch) for p in postprocs) else None
 
 
-def sweep(log, mod, *, name: str = "task", keep: int = 2, rounds: int = 7, rows=(2, 4, 6, 7, 8),
-          lanes=(8, 16), progress=print) -> list[tuple[str, float]]:
+def register_tiles(target) -> tuple[tuple, tuple]:
+    """(rows, lanes) the sweep tries on ``target``'s CPU: one and two vectors of lanes, and as many
+    rows as leave registers for the loads (AVX2: 16 vector registers of 8 fp32; AVX-512: 32 of 16)."""
+    from tvm.target import codegen
+    if codegen.llvm_cpu_has_features("avx512f", target):
+        return (2, 4, 6, 7, 8, 12, 14), (16, 32)
+    return (2, 4, 6, 7, 8), (8, 16)
+
+
+def sweep(log, mod, *, name: str = "task", keep: int = 2, rounds: int = 7, rows=None, lanes=None,
+          progress=print) -> list[tuple[str, float]]:
     """Sweep the register tiles of ``mod``'s best record in ``log`` (see the module's docstring); add
     the ``keep`` fastest candidates that beat it to ``log`` (rewritten atomically). Run the machine
-    quiet. Returns [(label, ms alone)] of the record and the candidates, fastest first."""
+    quiet. ``rows`` and ``lanes`` default to ``register_tiles`` of the log's target. Returns
+    [(label, ms alone)] of the record and the candidates, fastest first."""
     from tvm.s_tir import meta_schedule as ms
 
     from . import tuning
@@ -118,6 +128,8 @@ def sweep(log, mod, *, name: str = "task", keep: int = 2, rounds: int = 7, rows=
         raise ValueError(f"the sweep times kernels on this machine's CPU; {log} is for {info.kind}")
     if int(keep) < 1 or int(rounds) < 1:
         raise ValueError(f"keep={keep} and rounds={rounds} must be positive")
+    default_rows, default_lanes = register_tiles(info.target)
+    rows, lanes = rows or default_rows, lanes or default_lanes
     line = next(iter(tuning.workload_lines_of(log, [mod])), None)
     if line is None:
         raise ValueError(f"{log} has no record for {name}: tune it first")

@@ -237,6 +237,15 @@ def test_a_faster_record_with_a_wrong_result_is_passed_over(tmp_path, seed):
     assert m.schedule == "tuned" and rel_err(m(*xs), w.reference(*xs)) < 1e-4
 
 
+def test_register_tiles_follow_the_vector_width():
+    """AVX2 (8 fp32 lanes, 16 registers) and AVX-512 (16 lanes, 32 registers) get their own tiles."""
+    from convtvm import retile
+    avx2 = resolve({"kind": "llvm", "mcpu": "haswell"}).target
+    avx512 = resolve({"kind": "llvm", "mcpu": "znver5"}).target
+    assert retile.register_tiles(avx2) == ((2, 4, 6, 7, 8), (8, 16))
+    assert retile.register_tiles(avx512) == ((2, 4, 6, 7, 8, 12, 14), (16, 32))
+
+
 def test_register_tile_sweep_adds_only_faster_checked_records(tmp_path):
     """sweep-tiles: every candidate is the record's own trace with another register tile (the same
     result as the unscheduled TIR); the records it adds were faster than the record, here, and rank
