@@ -112,13 +112,17 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 def _sync(work: Path, log: Path, info: TargetInfo) -> None:
     log.mkdir(parents=True, exist_ok=True)
-    meta = log / "target.json"
-    if not meta.exists():
-        from .module import write_json_atomic
-        write_json_atomic(meta, {"kind": info.kind, "tag": info.tag, "tvm_target": json.loads(info.target_json)})
+    if not (log / "target.json").exists():
+        _write_target(log, info)
     for name in DB_FILES:
         if (work / name).exists():
             _copy_atomic(work / name, log / name)
+
+
+def _write_target(log: Path, info: TargetInfo) -> None:
+    """``log``'s target.json: the target its records are measured on."""
+    from .module import write_json_atomic
+    write_json_atomic(log / "target.json", {"kind": info.kind, "tag": info.tag, "tvm_target": json.loads(info.target_json)})
 
 
 def _open_db(directory: Path):
@@ -789,8 +793,7 @@ def retarget(src, target, out=None, progress=print) -> int:
         moved, pruned = Path(tmp) / "moved", Path(tmp) / "pruned"
         moved.mkdir()
         shutil.copyfile(src / DB_FILES[0], moved / DB_FILES[0])
-        (moved / "target.json").write_text(json.dumps(
-            {"kind": info.kind, "tag": info.tag, "tvm_target": json.loads(info.target_json)}))
+        _write_target(moved, info)
         write_rows(moved, [[wl, [rec[0], rec[1], exported, *rec[3:]]] for wl, rec in _rows(src)])
         progress(f"replaying {src}'s best records for {info.tag}: each checked and timed here")
         kept = prune(moved, keep=1, out=pruned, retime=1, progress=progress)
