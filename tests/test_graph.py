@@ -124,6 +124,19 @@ def test_profile_counts_every_kernel_call(effnet_b1):
     np.testing.assert_array_equal(net(x.numpy()), net(x.numpy()))  # the model's own VM is unaffected
 
 
+def test_profile_flops_are_the_convolutions_arithmetic_not_the_epilogues():
+    # a grouped 3x3 conv on an odd 9x7 input with a SiLU epilogue fused in: its GFLOP/s count
+    # 2 x the multiply-adds of the conv (scheduled as compiled), not SiLU's polynomial
+    import tvm
+    from tvm.s_tir.analysis import estimate_tir_flops
+    model = nn.Sequential(nn.Conv2d(6, 10, 3, padding=1, groups=2, bias=False), nn.SiLU()).eval()
+    net = graph.compile_model(model, [torch.randn(1, 6, 9, 7)], target="x86")
+    flops = graph._function_flops(net.tir)
+    (name, n), = [(k, v) for k, v in flops.items() if "conv2d" in k]
+    assert "silu" in name and n == 2 * 10 * (6 // 2) * 3 * 3 * 9 * 7
+    assert estimate_tir_flops(tvm.IRModule({"main": net.tir[name]})) > n  # TVM's count has SiLU's ops
+
+
 def _block_names(func) -> set:
     return set(re.findall(r'T\.sblock\("([^"]+)"', func.script()))
 
