@@ -34,6 +34,7 @@ The pipeline (``lower``), one Relax pass after the other:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -47,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .module import _tvm_version, export_with_manifest
+from .module import _tvm_version, export_with_manifest, write_json_atomic
 from .targets import TargetInfo, cpu_threads, resolve
 
 CONVTVM_OPS = ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d", "relax.nn.conv1d_transpose",
@@ -959,16 +960,22 @@ def merge_task_records(worklog, into, tasks: list[Task], trials_key: str, *, kee
     """Prune a working log's records of ``tasks`` (a model's) into a shipped log; returns (records
     kept, the trial count now recorded under ``trials_key`` in ``into``). Records of other
     workloads in ``worklog`` (single ops, other models) are left out. The count grows by the
-    measured records of ``worklog`` that ``into`` does not already hold, so a working log that
-    began as a copy of the shipped one does not count the shipped records twice."""
+    measured records of ``worklog`` that ``into`` does not already hold and that no earlier merge of
+    ``worklog`` into ``into`` counted (``worklog``'s ``counted_trials.json`` names them), so neither
+    a working log that began as a copy of the shipped one nor a second merge of the same working log
+    counts a trial twice."""
     from . import tuning
     worklog, into = Path(worklog), Path(into)
     mine = tuning.workload_lines_of(worklog, [t.mod for t in tasks])
     rows = [r for r in tuning._rows(worklog) if r[0] in mine]
     if not rows:
         raise ValueError(f"{worklog} has no records of these {len(tasks)} tasks")
-    have = tuning.record_keys(into) if (into / tuning.DB_FILES[1]).exists() else set()
-    new = sum(1 for r, k in zip(rows, tuning.record_keys(worklog, rows)) if r[1][1] and k not in have)
+    have = set(tuning.record_keys(into)) if (into / tuning.DB_FILES[1]).exists() else set()
+    book_file, entry = worklog / "counted_trials.json", f"{trials_key} into {into.resolve()}"
+    book = json.loads(book_file.read_text()) if book_file.exists() else {}
+    counted = set(book.get(entry, []))
+    measured = [_record_digest(k) for r, k in zip(rows, tuning.record_keys(worklog, rows)) if r[1][1] and k not in have]
+    new = sum(1 for d in measured if d not in counted)
     trials = (_recorded_trials(into, trials_key) or 0) + new
     with tempfile.TemporaryDirectory(prefix="convtvm_model_") as tmp:
         only = Path(tmp) / "model"  # worklog with these tasks' records alone
@@ -977,8 +984,14 @@ def merge_task_records(worklog, into, tasks: list[Task], trials_key: str, *, kee
         pruned = Path(tmp) / "pruned"
         kept = tuning.prune(only, keep=keep, out=pruned, retime=retime, progress=progress)
         tuning.merge(pruned, into, trials={trials_key: trials}, progress=progress)
+    write_json_atomic(book_file, {**book, entry: sorted(counted.union(measured))})
     progress(f"{trials_key}: {new} new trials, {trials} in all")
     return kept, trials
+
+
+def _record_digest(key) -> str:
+    """A short fingerprint of a ``tuning.record_keys`` key (a workload hash and a trace)."""
+    return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
 
 
 def model_trials_key(name: str, input_size: int, batch: int = 1) -> str:

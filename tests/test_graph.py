@@ -318,7 +318,8 @@ def test_pick_rank_keeps_the_fastest_alone_unless_another_is_clearly_faster_in_t
 def test_a_models_records_merge_alone_and_its_trials_count_once(small_net, tmp_path):
     """prune-log --model M --into LOG: only M's tasks' records reach the shipped log (the single-op
     record beside them in the working log stays out), and a second round that began as a copy of the
-    shipped log adds only its own trials to the count; no record is held twice."""
+    shipped log adds only its own trials to the count, as does a second merge of the first working
+    log; no record is held twice."""
     import shutil
 
     import convtvm
@@ -356,6 +357,14 @@ def test_a_models_records_merge_alone_and_its_trials_count_once(small_net, tmp_p
     assert trials == first + new == graph._recorded_trials(shipped, key)
     keys = tuning.record_keys(shipped)
     assert len(keys) == len(set(keys)) and 2 <= len(keys) <= 3
+
+    # the first working log, tuned further and merged again: only what it measured since counts
+    before = measured(work)
+    graph.tune_tasks(tasks[1:2], info, trials=4, log=work, trials_per_iter=4, seed=2, progress=quiet)
+    more = measured(work) - before
+    assert more >= 1
+    _, again_trials = graph.merge_task_records(work, shipped, tasks, key, progress=quiet)
+    assert again_trials == trials + more == graph._recorded_trials(shipped, key)
 
 
 def test_unsupported_attributes_raise_clearly():
