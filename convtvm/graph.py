@@ -752,8 +752,7 @@ def reduction_flops(func) -> int:
         block = sch.get(rv)
         todo += sch.get_child_blocks(rv)
         extents = [iv.dom.extent for iv in block.iter_vars]
-        if any(iv.iter_type == tirx.IterVar.CommReduce for iv in block.iter_vars) \
-                and all(isinstance(e, tirx.IntImm) for e in extents):  # a symbolic shape: not counted
+        if _is_reduction(sch, rv) and all(isinstance(e, tirx.IntImm) for e in extents):  # symbolic: not counted
             total += 2 * math.prod(int(e) for e in extents)
     return total
 
