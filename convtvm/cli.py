@@ -110,8 +110,10 @@ def cmd_tune(args) -> int:
     if args.model:
         from .graph import tune_model
         tune_model(args.model, args.input_size, info, args.trials, args.log, trials_per_iter=args.trials_per_iter,
-                   exit_on_sigint=True)
+                   exit_on_sigint=True, heaviest=args.tasks, untuned=args.untuned)
         return 0
+    if args.tasks is not None or args.untuned:
+        raise ValueError("--tasks and --untuned choose among a model's tasks: give --model")
     ws = _workloads(args)
     try:
         tune(list(ws.values()), info, trials=args.trials, log=args.log, names=list(ws),
@@ -262,6 +264,9 @@ def main(argv=None) -> int:
             p.add_argument("--trials-per-iter", type=int, default=32)
             p.add_argument("--isolated", action="store_true",
                            help="compile and measure in worker processes (safer, slower)")
+            p.add_argument("--tasks", type=int, help="with --model: only its N heaviest tasks (calls x FLOPs)")
+            p.add_argument("--untuned", action="store_true",
+                           help="with --model: only its tasks that the log has no record for")
         if verb == "build":
             p.add_argument("-o", "--output", default="build", help="output .so (one workload) or folder")
         if verb == "bench":

@@ -14,7 +14,10 @@ The pipeline (``lower``), one Relax pass after the other:
 2. ``fold_batchnorm``: every inference BatchNorm that follows a convolution with a constant weight
    is folded into that convolution's weight and a bias (numpy, at compile time); any other
    BatchNorm is decomposed into elementwise ops (``DecomposeOpsForInference``);
-3. ``LegalizeOps`` with convtvm's own legalizations for every convolution and pooling op
+3. ``fold_input_scales``: a convolution of ``x * s`` (s per sample and input channel, the product read
+   by that convolution only: a squeeze-excitation's scale) becomes one convtvm kernel that scales
+   the weights it loads, so the scaled map is never written;
+   ``LegalizeOps`` with convtvm's own legalizations for every convolution and pooling op
    (``relax.nn.conv1d/2d/3d``, ``conv1d/2d/3d_transpose``, ``max_pool*``, ``avg_pool*``,
    ``adaptive_avg_pool*`` to 1x1 and ``mean`` over all spatial axes): each builds a convtvm
    ``Workload`` from the op's attributes (which validates them) and emits ``call_te`` on
@@ -23,7 +26,7 @@ The pipeline (``lower``), one Relax pass after the other:
    ``te_ops.conv2d_winograd``, its weight transformed here, once. Everything else
    (sigmoid, add, matmul, ...) keeps TVM's default legalization;
 4. ``AnnotateTIROpPattern`` + ``FoldConstant`` + ``FuseOps`` + ``FuseTIR``: the elementwise epilogues
-   (bias, SiLU, the squeeze-excitation sigmoid scale, residual adds) fuse into the convolution
+   (bias, SiLU, the squeeze-excitation sigmoid, residual adds) fuse into the convolution
    kernels (a convolution is "OutEWiseFusable");
 5. scheduling, per TIR function: the tuning log's best record when it has one
    (``MetaScheduleApplyDatabase``), else convtvm's CPU fallback schedule (``fallback.apply``), else,
@@ -333,19 +336,24 @@ def _winograd_call(bb, call, w, winograd: dict):
     input and output channels as Winograd F(tile x tile, 3x3), its weight transformed here, once;
     None for any other convolution."""
     from tvm import relax
-    from tvm.ir.expr import Constant
 
     from . import te_ops
-    if call.op.name != "relax.nn.conv2d" or str(call.attrs.kernel_layout) != "HWIO":
+    if not _takes_winograd(call, w, winograd):
         return None
-    (st,), weight = w.stages, call.args[1]
-    if not isinstance(weight, Constant) or not te_ops.winograd_eligible(st) \
-            or min(st.in_channels, st.out_channels) < winograd.get("min_channels", 1):
-        return None
-    tile = winograd["tile"]
+    (st,), weight, tile = w.stages, call.args[1], winograd["tile"]
     transformed = relax.const(te_ops.winograd_weight(weight.value.numpy(), tile))
     return bb.call_te(lambda data, u: te_ops.conv2d_winograd(data, u, st, tile, ""), call.args[0], transformed,
                       primfunc_name_hint=PREFIX + "conv2d_winograd")
+
+
+def _takes_winograd(call, w, winograd: dict) -> bool:
+    from tvm.ir.expr import Constant
+
+    from . import te_ops
+    (st,) = w.stages
+    return (call.op.name == "relax.nn.conv2d" and str(call.attrs.kernel_layout) == "HWIO"
+            and isinstance(call.args[1], Constant) and te_ops.winograd_eligible(st)
+            and min(st.in_channels, st.out_channels) >= winograd.get("min_channels", 1))
 
 
 def convtvm_legalizations(lowered: Counter, workloads: list, errors: list, winograd: dict | None = None):
@@ -354,40 +362,110 @@ def convtvm_legalizations(lowered: Counter, workloads: list, errors: list, winog
     UnsupportedOp it raises to ``errors`` (the FFI turns exceptions into RuntimeErrors).
     With ``winograd`` ({"tile", "min_channels"}), 3x3 stride-1 convolutions run as Winograd."""
     def legalize(bb, call):
-        op = call.op.name
-        try:
-            if op in _CONVS:
-                w = _conv_workload(call)
-            elif "pool" in op and "adaptive" not in op:
-                w = _pool_workload(call)
-            else:
-                found = _global_pool_workload(call)
-                if found is None:  # not a global pooling (e.g. a mean over channels): TVM's default
-                    return _default_legalize(op)(bb, call)
-                w, channels_last = found
-        except ValueError as e:
-            errors.append(UnsupportedOp(f"convtvm cannot lower {op} with attributes {_attrs_text(call)}: {e}"))
-            raise errors[-1] from None
-        expected, compute, produced = _shape(call), _te_of(w), tuple(w.output_shape)
-        if w.variant == "global_avg_pool2d" and channels_last:  # convtvm's pooling on the NCHW view
-            compute = _channels_first(compute)
-        elif _computed_on_nchw_view(call):
-            compute = _channels_first(compute, back=True)
-            produced = (produced[0], *produced[2:], produced[1])
-        if w.variant == "global_avg_pool2d" and expected != produced:  # NHWC, or keepdims=False
-            compute = _reshaped(compute, expected)
-        elif produced != expected:
-            errors.append(UnsupportedOp(f"convtvm cannot lower {op} ({_attrs_text(call)}): its output shape "
-                                        f"{produced} differs from Relax's {expected}"))
-            raise errors[-1]
-        lowered[op] += 1
-        workloads.append(w)
-        fast = _winograd_call(bb, call, w, winograd) if winograd else None
-        if fast is not None:
-            return fast
-        return bb.call_te(compute, *call.args[:2 if op in _CONVS else 1], primfunc_name_hint=PREFIX + w.variant)
+        return _emit_convtvm(bb, call, lowered, workloads, errors, winograd)
 
     return {op: legalize for op in CONVTVM_OPS}
+
+
+def _emit_convtvm(bb, call, lowered: Counter, workloads: list, errors: list, winograd: dict | None = None,
+                  input_scale=None):
+    """``call`` (a conv or pool op) as a call_te on convtvm's TE; with ``input_scale`` (a forward
+    convolution computed in its own layout, see ``fold_input_scales``), on ``call``'s data times it."""
+    op = call.op.name
+    try:
+        if op in _CONVS:
+            w = _conv_workload(call)
+        elif "pool" in op and "adaptive" not in op:
+            w = _pool_workload(call)
+        else:
+            found = _global_pool_workload(call)
+            if found is None:  # not a global pooling (e.g. a mean over channels): TVM's default
+                return _default_legalize(op)(bb, call)
+            w, channels_last = found
+    except ValueError as e:
+        errors.append(UnsupportedOp(f"convtvm cannot lower {op} with attributes {_attrs_text(call)}: {e}"))
+        raise errors[-1] from None
+    expected, compute, produced = _shape(call), _te_of(w), tuple(w.output_shape)
+    if w.variant == "global_avg_pool2d" and channels_last:  # convtvm's pooling on the NCHW view
+        compute = _channels_first(compute)
+    elif _computed_on_nchw_view(call):
+        compute = _channels_first(compute, back=True)
+        produced = (produced[0], *produced[2:], produced[1])
+    if w.variant == "global_avg_pool2d" and expected != produced:  # NHWC, or keepdims=False
+        compute = _reshaped(compute, expected)
+    elif produced != expected:
+        errors.append(UnsupportedOp(f"convtvm cannot lower {op} ({_attrs_text(call)}): its output shape "
+                                    f"{produced} differs from Relax's {expected}"))
+        raise errors[-1]
+    lowered[op] += 1
+    workloads.append(w)
+    if input_scale is not None:
+        from . import te_ops
+        (st,) = w.stages
+        return bb.call_te(lambda data, weight, scale: te_ops.conv(data, weight, st, "", input_scale=scale),
+                          *call.args[:2], input_scale, primfunc_name_hint=PREFIX + w.variant + "_scaled_input")
+    fast = _winograd_call(bb, call, w, winograd) if winograd else None
+    if fast is not None:
+        return fast
+    return bb.call_te(compute, *call.args[:2 if op in _CONVS else 1], primfunc_name_hint=PREFIX + w.variant)
+
+
+def fold_input_scales(mod, lowered: Counter, workloads: list, errors: list, winograd: dict | None = None):
+    """``conv(x * s, W)``, s one value per (sample, input channel) (a squeeze-excitation's sigmoid
+    scale) and ``x * s`` used by that convolution only, as one convtvm kernel that scales its input
+    as it loads it: the scaled feature map is never written. The convolution must be one convtvm
+    computes in the data's own layout, and not one that Winograd would take."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    conv_ops, multiply = [tvm.ir.Op.get(op) for op in _CONVS if "transpose" not in op], tvm.ir.Op.get("relax.multiply")
+    uses = Counter()
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            for block in func.body.blocks:  # a dataflow var is used in its own block only
+                if isinstance(block, relax.DataflowBlock):
+                    for var, users in relax.analysis.udchain(block).items():
+                        uses[var] += len(users)
+
+    def scale_of(call, producer):
+        """(data, scale) when ``producer`` (the conv's data) is such a product, else None."""
+        if not isinstance(producer, relax.Call) or producer.op != multiply:
+            return None
+        shape, dtype, layout = _shape(call.args[0]), str(call.args[0].ty.dtype), str(call.attrs.data_layout)
+        c = layout.index("C")
+        for x, s in (producer.args, producer.args[::-1]):
+            if not isinstance(getattr(x, "ty", None), relax.TensorType) or x.ty.shape is None or \
+                    not isinstance(getattr(s, "ty", None), relax.TensorType) or s.ty.shape is None:
+                continue
+            sshape = _shape(s) if s.ty.ndim == len(shape) else None
+            if _shape(x) == shape and sshape is not None and str(s.ty.dtype) == dtype and sshape[0] in (1, shape[0]) \
+                    and sshape[c] == shape[c] and all(d == 1 for k, d in enumerate(sshape) if k not in (0, c)):
+                return x, s
+        return None
+
+    @mutator
+    class Folder(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if call.op not in conv_ops or _computed_on_nchw_view(call) \
+                    or not isinstance(call.args[0], relax.DataflowVar) or uses[call.args[0]] != 1:
+                return call
+            found = scale_of(call, self.lookup_binding(call.args[0]))
+            try:
+                if found is None or (winograd and _takes_winograd(call, _conv_workload(call), winograd)):
+                    return call
+            except ValueError:  # unsupported: LegalizeOps reports it
+                return call
+            x, s = found
+            unscaled = self.builder_.normalize(relax.Call(call.op, [x, call.args[1]], call.attrs))
+            return _emit_convtvm(self.builder_, unscaled, lowered, workloads, errors, input_scale=s)
+
+    folder = Folder(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            folder.builder_.update_func(gv, folder.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(folder.builder_.get())
 
 
 def epilogue_legalizations(info: TargetInfo) -> dict:
@@ -432,6 +510,9 @@ def lower(mod, info: TargetInfo, lowered: Counter | None = None, workloads: list
             mod = tvm.transform.Sequential([
                 *([relax.transform.ConvertLayout(layouts), relax.transform.FoldConstant()] if layouts else []),
                 relax.transform.CanonicalizeBindings(),
+            ])(mod)
+            mod = fold_input_scales(mod, lowered, workloads, errors, graph_cfg.get("winograd"))
+            mod = tvm.transform.Sequential([
                 relax.transform.LegalizeOps(customize_legalize_map={
                     **convtvm_legalizations(lowered, workloads, errors, graph_cfg.get("winograd")),
                     **epilogue_legalizations(info)}),
@@ -820,21 +901,42 @@ def extract_tasks(mod, info: TargetInfo, convtvm_only: bool = True) -> list[Task
 
 def tune_model(name: str, input_size: int, target_info, trials: int, log=None, *, batch: int = 1,
                progress=print, seed: int | None = None, trials_per_iter: int = 32,
-               exit_on_sigint: bool = False) -> dict:
-    """Tune the conv/pool kernels of a named model (after BN folding and fusion) into ``log``."""
+               exit_on_sigint: bool = False, heaviest: int | None = None, untuned: bool = False) -> dict:
+    """Tune the conv/pool kernels of a named model (after BN folding and fusion) into ``log``: all of
+    them, or the ``heaviest`` N (calls x FLOPs), or with ``untuned`` those the log has no record for
+    (e.g. the kernels a new fusion made)."""
     from . import tuning
     info = resolve(target_info)
     model, x = model_and_input(name, input_size, batch)
     mod = lower(import_torch(model, [x]), info)
     tasks = extract_tasks(mod, info)
+    log = tuning.check_log(log or tuning.default_log(info), info, must_exist=False)
+    chosen = choose_tasks(tasks, log, heaviest, untuned)
     total = sum(t.count * t.flops for t in tasks)
     progress(f"{name} at {input_size}x{input_size}, batch {batch}: {len(tasks)} unique conv/pool tasks, "
-             f"{total / 1e9:.2f} GFLOP per inference in them")
+             f"{total / 1e9:.2f} GFLOP per inference in them; tuning {len(chosen)} (*)")
     for t in tasks:
-        progress(f"  {t}  ({100 * t.count * t.flops / max(total, 1):4.1f}%)")
-    log = tuning.check_log(log or tuning.default_log(info), info, must_exist=False)
-    return tune_tasks(tasks, info, trials, log, progress=progress, seed=seed, trials_per_iter=trials_per_iter,
+        progress(f"{'*' if any(t is c for c in chosen) else ' '} {t}  ({100 * t.count * t.flops / max(total, 1):4.1f}%)")
+    if not chosen:
+        progress(f"every task has a record in {log}: nothing to tune")
+        return {}
+    return tune_tasks(chosen, info, trials, log, progress=progress, seed=seed, trials_per_iter=trials_per_iter,
                       exit_on_sigint=exit_on_sigint)
+
+
+def choose_tasks(tasks: list[Task], log, heaviest: int | None = None, untuned: bool = False) -> list[Task]:
+    """Of ``tasks`` (heaviest first), the ``heaviest`` N, and with ``untuned`` only those that ``log``
+    holds no record for."""
+    from . import tuning
+    if heaviest is not None and int(heaviest) < 1:
+        raise ValueError(f"--tasks={heaviest} must be positive")
+    chosen = tasks[:heaviest] if heaviest else list(tasks)
+    if untuned and (Path(log) / tuning.DB_FILES[0]).exists():
+        lines = tuning.workload_lines_of(Path(log), [t.mod for t in chosen])
+        with_rows = {r[0] for r in tuning._rows(Path(log))}
+        recorded = {k for line, k in lines.items() if line in with_rows}
+        chosen = [t for k, t in enumerate(chosen) if k not in recorded]
+    return chosen
 
 
 def tune_tasks(tasks: list[Task], info: TargetInfo, trials: int, log, *, progress=print, seed=None,
@@ -962,14 +1064,19 @@ def merge_task_records(worklog, into, tasks: list[Task], trials_key: str, *, kee
     measured records of ``worklog`` that ``into`` does not already hold and that no earlier merge of
     ``worklog`` into ``into`` counted (``worklog``'s ``counted_trials.json`` names them), so neither
     a working log that began as a copy of the shipped one nor a second merge of the same working log
-    counts a trial twice."""
+    counts a trial twice.
+
+    With ``retime`` >= 1, ``into``'s records of the same tasks are timed again beside the working
+    log's (``tuning.prune``'s ``retime``) and replace them: logged times from another day (this VM's
+    speed drifts 2x between days) would otherwise rank a slower new record ahead of a faster old one."""
     from . import tuning
     worklog, into = Path(worklog), Path(into)
     mine = tuning.workload_lines_of(worklog, [t.mod for t in tasks])
     rows = [r for r in tuning._rows(worklog) if r[0] in mine]
     if not rows:
         raise ValueError(f"{worklog} has no records of these {len(tasks)} tasks")
-    have = set(tuning.record_keys(into)) if (into / tuning.DB_FILES[1]).exists() else set()
+    into_exists = (into / tuning.DB_FILES[1]).exists()
+    have = set(tuning.record_keys(into)) if into_exists else set()
     book_file, entry = worklog / "counted_trials.json", f"{trials_key} into {into.resolve()}"
     book = json.loads(book_file.read_text()) if book_file.exists() else {}
     counted = set(book.get(entry, []))
@@ -977,15 +1084,37 @@ def merge_task_records(worklog, into, tasks: list[Task], trials_key: str, *, kee
     new = sum(1 for d in measured if d not in counted)
     trials = (_recorded_trials(into, trials_key) or 0) + new
     with tempfile.TemporaryDirectory(prefix="convtvm_model_") as tmp:
+        target = into
+        if retime and into_exists:  # into's records of these tasks join the working log's, to be re-timed
+            target = Path(tmp) / "into"
+            shutil.copytree(into, target)
+            theirs, lines = _rows_of_tasks(target, tasks, mine)
+            tuning.write_rows(target, [r for r in tuning._rows(target) if r[0] not in lines])
+            rows = tuning.unique_rows(worklog, rows + theirs)
         only = Path(tmp) / "model"  # worklog with these tasks' records alone
         shutil.copytree(worklog, only)
         tuning.write_rows(only, rows)
         pruned = Path(tmp) / "pruned"
         kept = tuning.prune(only, keep=keep, out=pruned, retime=retime, progress=progress)
-        tuning.merge(pruned, into, trials={trials_key: trials}, progress=progress)
+        tuning.merge(pruned, target, trials={trials_key: trials}, progress=progress)
+        if target != into:
+            tuning._sync(target, into, tuning.log_target(into))
+            tuning._copy_atomic(target / "trials.json", into / "trials.json")
     write_json_atomic(book_file, {**book, entry: sorted(counted.union(measured))})
     progress(f"{trials_key}: {new} new trials, {trials} in all")
     return kept, trials
+
+
+def _rows_of_tasks(log: Path, tasks: list[Task], worklog_lines: dict) -> tuple[list, set]:
+    """``log``'s records of ``tasks`` as rows of a working log whose workload lines are
+    ``worklog_lines`` (line -> task index), and the lines of ``log`` they came from (tasks the working
+    log does not hold are left out)."""
+    from . import tuning
+    line_of_task = {k: line for line, k in worklog_lines.items()}
+    theirs = {line: k for line, k in tuning.workload_lines_of(log, [t.mod for t in tasks]).items()
+              if k in line_of_task}
+    rows = [[line_of_task[theirs[wl]], rec] for wl, rec in tuning._rows(log) if wl in theirs]
+    return rows, set(theirs)
 
 
 def _record_digest(key) -> str:

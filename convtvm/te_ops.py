@@ -36,14 +36,19 @@ def _split_index(spec: ConvSpec, idx):
     return idx[0], idx[1], idx[2:]
 
 
-def conv(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str, shuffle: ShuffleSpec | None = None) -> te.Tensor:
+def conv(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str, shuffle: ShuffleSpec | None = None,
+         input_scale: te.Tensor | None = None) -> te.Tensor:
     """Grouped, strided, dilated N-D convolution (or transposed convolution) without epilogue.
 
     With ``shuffle``, the channel shuffle that follows is folded into the output channel index: output
     channel c is computed from the filter the shuffle would have moved there, so the shuffle costs no
-    pass over memory (ShuffleNet's grouped conv + shuffle becomes one reduction)."""
-    if shuffle is not None and spec.transposed:
-        raise ValueError("a channel shuffle folds only into a forward convolution")
+    pass over memory (ShuffleNet's grouped conv + shuffle becomes one reduction).
+
+    With ``input_scale`` (forward only: the data's shape with every spatial extent 1, batch 1 or the
+    data's), the convolution reads ``data * input_scale``, a per-(sample, input channel) scale applied
+    as it loads its input: a squeeze-excitation's scale costs no pass over the feature map."""
+    if (shuffle is not None or input_scale is not None) and spec.transposed:
+        raise ValueError("a channel shuffle or an input scale folds only into a forward convolution")
     if spec.transposed and max(spec.stride) > 1 and max(spec.dilation) == 1:
         return _conv_transpose_by_phase(data, weight, spec, tag)
     axes = _spatial_axes(spec.ndim, spec.channels_last)
@@ -72,6 +77,10 @@ def conv(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str, shuffle: 
         else:  # weight OI*
             w = weight[(oc, rc, *rk)]
         xv = src[(n, *x, ic)] if spec.channels_last else src[(n, ic, *x)]
+        if input_scale is not None:
+            b = n if int(input_scale.shape[0]) > 1 else 0
+            w = w * (input_scale[(b, *[0] * spec.ndim, ic)] if spec.channels_last
+                     else input_scale[(b, ic, *[0] * spec.ndim)])
         return te.sum(xv * w, axis=[rc, *rk])
 
     shape = ((data.shape[0], *out_spatial, spec.out_channels) if spec.channels_last

@@ -638,6 +638,16 @@ def record_keys(log: Path, rows: list | None = None) -> list:
     return [(hashes[wl], json.dumps(rec[0])) for wl, rec in (_rows(log) if rows is None else rows)]
 
 
+def unique_rows(log: Path, rows: list) -> list:
+    """``rows`` of ``log`` without a record held twice (the first of each kept)."""
+    seen, out = set(), []
+    for row, key in zip(rows, record_keys(log, rows)):
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
+
+
 def workload_lines_of(log: Path, mods: list) -> dict:
     """Database workload line number -> index in ``mods`` of the IRModule it holds (structurally)."""
     import tvm_ffi
@@ -757,11 +767,8 @@ def merge(src, dst, trials: dict | None = None, progress=print) -> int:
             wl = db.commit_workload(rec.workload.mod)
             db.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target, rec.args_info))
             added += 1
-        rows, seen, unique = _rows(work), set(), []
-        for row, key in zip(rows, record_keys(work, rows)):  # a record dst already held is not added twice
-            if key not in seen:
-                seen.add(key)
-                unique.append(row)
+        rows = _rows(work)
+        unique = unique_rows(work, rows)  # a record dst already held is not added twice
         if len(unique) < len(rows):
             write_rows(work, unique)
             added -= len(rows) - len(unique)

@@ -102,9 +102,11 @@ def test_convolutions_are_convtvm_kernels(effnet, effnet_b1):
     assert conv_funcs and all(graph.PREFIX in n for n in conv_funcs)
     topi_blocks = {"conv2d_nchw", "group_conv2d_nchw", "DepthwiseConv2d", "conv2d_NCHWc", "adaptive_pool_sum"}
     assert not any(topi_blocks & b for b in blocks.values())
-    # epilogues fused into the kernels: bias (folded BN), SiLU, SE sigmoid scale, residual add
+    # epilogues fused into the kernels: bias (folded BN), SiLU, SE sigmoid, residual add; the SE
+    # scale is read by the projection conv that follows (fold_input_scales): no multiply kernel
     fused = [n for n in conv_funcs if n.startswith("fused_")]
-    assert any("sigmoid" in n and "multiply" in n for n in fused)
+    assert any("sigmoid" in n for n in fused) and not any("multiply" in n for n in funcs)
+    assert sum("scaled_input" in n for n in fused) == 6  # the projections of stages 4-6, first block or not
     assert any(n.count("add") >= 2 for n in fused)  # folded-BN bias + residual
     # no BatchNorm left anywhere
     assert not any("batch_norm" in n or "rsqrt" in n for n in funcs)
@@ -340,6 +342,12 @@ def test_a_models_records_merge_alone_and_its_trials_count_once(small_net, tmp_p
     single = convtvm.workload("conv2d", in_channels=8, out_channels=8, input_size=(9, 9), kernel_size=3)
     convtvm.tune(single, "x86", trials=4, log=work, trials_per_iter=4, seed=0, progress=quiet)
     graph.tune_tasks(tasks[:2], info, trials=8, log=work, trials_per_iter=4, seed=0, progress=quiet)
+    # what `convtvm tune --model M --tasks N --untuned` would tune next
+    assert graph.choose_tasks(tasks, work, untuned=True) == tasks[2:]
+    assert graph.choose_tasks(tasks, work, heaviest=3, untuned=True) == tasks[2:3]
+    assert graph.choose_tasks(tasks, work, heaviest=2) == tasks[:2]
+    with pytest.raises(ValueError, match="--tasks=0 must be positive"):
+        graph.choose_tasks(tasks, work, heaviest=0)
     with pytest.raises(ValueError, match="no records of these 1 tasks"):
         graph.merge_task_records(work, shipped, tasks[2:3], key, progress=quiet)
     first = measured(work)
@@ -365,6 +373,45 @@ def test_a_models_records_merge_alone_and_its_trials_count_once(small_net, tmp_p
     assert more >= 1
     _, again_trials = graph.merge_task_records(work, shipped, tasks, key, progress=quiet)
     assert again_trials == trials + more == graph._recorded_trials(shipped, key)
+
+
+def test_a_merge_that_retimes_replaces_the_shipped_records_stale_times(small_net, tmp_path):
+    """prune-log --model M --into LOG --retime N: LOG's records of M's tasks are timed again beside
+    the working log's and replace theirs, so a time logged on a slower day ranks nothing; without
+    --retime the stale time stays."""
+    import shutil
+
+    from convtvm import tuning
+    from convtvm.targets import resolve
+
+    def quiet(_):
+        pass
+
+    info = resolve("x86")
+    x = torch.randn(1, 3, 30, 30)
+    tasks = graph.extract_tasks(graph.lower(graph.import_torch(small_net, [x]), info), info)[:1]
+    shipped, work, key = tmp_path / "shipped", tmp_path / "work", graph.model_trials_key("small", 30)
+    graph.tune_tasks(tasks, info, trials=4, log=shipped, trials_per_iter=4, seed=0, progress=quiet)
+    tuning.prune(shipped, keep=1, progress=quiet)
+    (row,) = tuning._rows(shipped)
+    row[1][1] = [1.0]  # as if logged on a day when this machine ran 1000x slower
+    tuning.write_rows(shipped, [row])
+    shutil.copytree(shipped, work)
+    graph.tune_tasks(tasks, info, trials=4, log=work, trials_per_iter=4, seed=1, progress=quiet)
+    stale = tmp_path / "stale"
+    shutil.copytree(shipped, stale)
+    _, counted = graph.merge_task_records(work, stale, tasks, key, progress=quiet)
+    assert [1.0] in [rec[1] for _, rec in tuning._rows(stale)]
+    _, trials = graph.merge_task_records(work, shipped, tasks, key, retime=3, progress=quiet)
+    (row,) = tuning._rows(shipped)  # one record of the task, its time measured here
+    assert row[1][1][0] < 0.1
+    assert trials == counted >= 1 and graph._recorded_trials(shipped, key) == trials
+
+
+def test_tune_chooses_among_a_models_tasks_only(capsys):
+    from convtvm.cli import main
+    assert main(["tune", "conv2d", "in_channels=8", "out_channels=8", "--tasks", "2"]) == 2
+    assert "--tasks and --untuned choose among a model's tasks: give --model" in capsys.readouterr().err
 
 
 def test_unsupported_attributes_raise_clearly():
@@ -397,6 +444,80 @@ def test_unsupported_attributes_raise_clearly():
     # (x86 converts every conv2d to NHWC/HWIO first; the CUDA target keeps the layouts it is given)
     with pytest.raises(graph.UnsupportedOp, match="conv2d.*layouts data=NCHW kernel=HWIO"):
         graph.lower(MixedLayout, resolve("cuda"))
+
+
+# ----------------------------------------------------------------------------------------------
+# a squeeze-excitation's scale read by the convolution that follows (graph.fold_input_scales)
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_conv_with_input_scale_matches_torch(layout, seed):
+    """te_ops.conv(input_scale=s) on a grouped, strided, dilated conv with asymmetric padding and a
+    per-sample scale: torch's conv of x * s (the scale is applied to the weight it loads)."""
+    import tvm
+    from tvm import te
+
+    from convtvm import te_ops
+    from convtvm.targets import resolve
+    from convtvm.variants import workload
+    n, cin, cout, size = 2, 6, 9, (11, 8)
+    (spec,) = workload("conv2d", batch=n, input_size=size, in_channels=cin, out_channels=cout, kernel_size=(3, 2),
+                       stride=(2, 1), dilation=(1, 2), padding=((2, 0), (1, 1)), groups=3, layout=layout).stages
+    last = layout == "NHWC"
+    x = te.placeholder((n, *size, cin) if last else (n, cin, *size), name="x")
+    w = te.placeholder((3, 2, cin // 3, cout) if last else (cout, cin // 3, 3, 2), name="w")
+    s = te.placeholder((n, 1, 1, cin) if last else (n, cin, 1, 1), name="s")
+    y = te_ops.conv(x, w, spec, "", input_scale=s)
+    info = resolve("x86")
+    func, _ = graph._schedule_one(te.create_prim_func([x, w, s, y]), info, info.config["fallback"])
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=info.target)
+    rng = np.random.default_rng(seed)
+    xn, wn, sn = (rng.standard_normal([int(d) for d in t.shape], dtype=np.float32) for t in (x, w, s))
+    out = tvm.runtime.tensor(np.zeros([int(d) for d in y.shape], np.float32))
+    lib(*(tvm.runtime.tensor(a) for a in (xn, wn, sn)), out)
+    xt, wt, st = (torch.from_numpy(a).double() for a in (xn, wn, sn))
+    if last:
+        xt, wt, st = xt.permute(0, 3, 1, 2), wt.permute(3, 2, 0, 1), st.permute(0, 3, 1, 2)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(xt * st, (1, 1, 2, 0)), wt, stride=(2, 1),
+                                     dilation=(1, 2), groups=3)
+    ref = (ref.permute(0, 2, 3, 1) if last else ref).numpy()
+    assert max_err(out.numpy(), ref) <= 1e-4
+    with pytest.raises(ValueError, match="input scale folds only into a forward convolution"):
+        (tspec,) = workload("conv_transpose2d", batch=n, input_size=size, in_channels=cin, out_channels=cout,
+                            kernel_size=3).stages
+        te_ops.conv(te.placeholder((n, cin, *size)), te.placeholder((cin, cout, 3, 3)), tspec, "",
+                    input_scale=te.placeholder((n, cin, 1, 1)))
+
+
+class ScaledBranches(nn.Module):
+    """Two squeeze-excitation scales: one feeds only a 1x1 projection (folded into it), the other's
+    scaled map is read twice (kept: folding would compute the product twice)."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(5, 12, 3, padding=1)
+        self.fc1, self.fc2 = nn.Conv2d(12, 3, 1), nn.Conv2d(3, 12, 1)
+        self.project, self.other = nn.Conv2d(12, 7, 1, bias=False), nn.Conv2d(12, 7, 3, stride=2)
+
+    def forward(self, x):
+        h = torch.nn.functional.silu(self.conv(x))
+        s = torch.sigmoid(self.fc2(torch.nn.functional.silu(self.fc1(h.mean((2, 3), keepdim=True)))))
+        twice = h * s.flip(1)
+        return self.project(h * s), self.other(twice) + twice.mean()
+
+
+def test_squeeze_excitation_scale_folds_into_the_next_conv(seed):
+    torch.manual_seed(seed)
+    model = ScaledBranches().eval()
+    x = torch.randn(2, 5, 9, 13)  # batch 2: a scale per sample
+    net = compiled(model, x)
+    with torch.no_grad():
+        refs = model(x)
+    for y, ref in zip(net(x), refs):
+        assert max_err(y, ref) <= TOL
+    names = [gv.name_hint for gv, _ in net.tir.functions_items()]
+    assert sum("scaled_input" in n for n in names) == 1  # the projection, not the map read twice
+    assert sum("multiply" in n for n in names) == 1
+    assert net.lowered_ops["relax.nn.conv2d"] == 5
 
 
 # ----------------------------------------------------------------------------------------------
