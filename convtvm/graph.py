@@ -412,9 +412,10 @@ def _emit_convtvm(bb, call, lowered: Counter, workloads: list, errors: list, win
 
 def fold_input_scales(mod, lowered: Counter, workloads: list, errors: list, winograd: dict | None = None):
     """``conv(x * s, W)``, s one value per (sample, input channel) (a squeeze-excitation's sigmoid
-    scale) and ``x * s`` used by that convolution only, as one convtvm kernel that scales its input
-    as it loads it: the scaled feature map is never written. The convolution must be one convtvm
-    computes in the data's own layout, and not one that Winograd would take."""
+    scale) and ``x * s`` used by that convolution only, as one convtvm kernel that multiplies each
+    weight it loads by the scale of its input channel: the scaled feature map is never written. The
+    convolution must be one convtvm computes in the data's own layout, and not one that Winograd
+    would take."""
     import tvm
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
@@ -428,19 +429,20 @@ def fold_input_scales(mod, lowered: Counter, workloads: list, errors: list, wino
                     for var, users in relax.analysis.udchain(block).items():
                         uses[var] += len(users)
 
+    def shape_of(e):
+        ty = getattr(e, "ty", None)
+        return _ints(ty.shape) if isinstance(ty, relax.TensorType) and ty.shape is not None else None
+
     def scale_of(call, producer):
-        """(data, scale) when ``producer`` (the conv's data) is such a product, else None."""
+        """(x, s) when ``producer`` (the conv's data) is such a product x * s, else None."""
         if not isinstance(producer, relax.Call) or producer.op != multiply:
             return None
-        shape, dtype, layout = _shape(call.args[0]), str(call.args[0].ty.dtype), str(call.attrs.data_layout)
-        c = layout.index("C")
+        shape, dtype, c = _shape(call.args[0]), str(call.args[0].ty.dtype), str(call.attrs.data_layout).index("C")
         for x, s in (producer.args, producer.args[::-1]):
-            if not isinstance(getattr(x, "ty", None), relax.TensorType) or x.ty.shape is None or \
-                    not isinstance(getattr(s, "ty", None), relax.TensorType) or s.ty.shape is None:
-                continue
-            sshape = _shape(s) if s.ty.ndim == len(shape) else None
-            if _shape(x) == shape and sshape is not None and str(s.ty.dtype) == dtype and sshape[0] in (1, shape[0]) \
-                    and sshape[c] == shape[c] and all(d == 1 for k, d in enumerate(sshape) if k not in (0, c)):
+            per_channel = shape_of(s)
+            if shape_of(x) == shape and per_channel is not None and len(per_channel) == len(shape) \
+                    and str(s.ty.dtype) == dtype and per_channel[0] in (1, shape[0]) and per_channel[c] == shape[c] \
+                    and all(d == 1 for k, d in enumerate(per_channel) if k not in (0, c)):
                 return x, s
         return None
 
@@ -887,7 +889,9 @@ class Task:
 
 def extract_tasks(mod, info: TargetInfo, convtvm_only: bool = True) -> list[Task]:
     """The unique TIR functions of a ``lower``-ed module (structurally deduplicated, as the tuning
-    database identifies them), heaviest first; only convtvm's conv/pool kernels by default."""
+    database identifies them), heaviest first; only convtvm's conv/pool kernels by default. A task's
+    FLOPs are its reductions' (``reduction_flops``, as the profile counts them: not the epilogue's
+    SiLU polynomial), TVM's estimate for a function without a reduction."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
     tasks = []
@@ -895,7 +899,7 @@ def extract_tasks(mod, info: TargetInfo, convtvm_only: bool = True) -> list[Task
         if convtvm_only and PREFIX not in t.task_name:
             continue
         m = t.dispatched[0]
-        tasks.append(Task(t.task_name, m, int(t.weight), int(estimate_tir_flops(m))))
+        tasks.append(Task(t.task_name, m, int(t.weight), reduction_flops(m["main"]) or int(estimate_tir_flops(m))))
     return sorted(tasks, key=lambda t: -t.count * t.flops)
 
 
