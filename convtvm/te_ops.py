@@ -45,8 +45,9 @@ def conv(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str, shuffle: 
     pass over memory (ShuffleNet's grouped conv + shuffle becomes one reduction).
 
     With ``input_scale`` (forward only: the data's shape with every spatial extent 1, batch 1 or the
-    data's), the convolution reads ``data * input_scale``, a per-(sample, input channel) scale applied
-    as it loads its input: a squeeze-excitation's scale costs no pass over the feature map."""
+    data's), the convolution computes ``conv(data * input_scale, weight)``, a per-(sample, input
+    channel) scale applied to each weight it loads (one vector multiply per weight vector, shared by
+    the register tile's pixels): a squeeze-excitation's scale costs no pass over the feature map."""
     if (shuffle is not None or input_scale is not None) and spec.transposed:
         raise ValueError("a channel shuffle or an input scale folds only into a forward convolution")
     if spec.transposed and max(spec.stride) > 1 and max(spec.dilation) == 1:
