@@ -164,10 +164,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_prune(args) -> int:
+    import shutil
     import tempfile
 
     from . import suites
-    from .tuning import log_target, merge, prune
+    from .tuning import DB_FILES, log_target, merge, prune
     if args.into and args.output:
         raise ValueError("give either --output (a pruned copy) or --into (merge the pruned records into a log)")
     if args.in_network and not args.model:
@@ -177,26 +178,30 @@ def cmd_prune(args) -> int:
     if args.model:
         from .graph import model_and_input
         model, x = model_and_input(args.model, args.input_size)
-    if args.model and args.into:  # the model's records alone, and its trial count beside them
-        from .graph import extract_tasks, import_torch, lower, merge_task_records, model_trials_key
-        info = log_target(args.log)
-        tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
-        n, trials = merge_task_records(args.log, args.into, tasks, model_trials_key(args.model, args.input_size),
-                                       keep=keep, retime=args.retime)
-        print(f"kept {n} records of {args.model}'s tasks ({trials} trials), merged into {args.into}")
-    elif not args.into:
-        n = prune(args.log, keep=keep, out=args.output, workloads=ws, retime=args.retime, only=args.only)
-        print(f"kept {n} records in {args.output or args.log}")
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            n = prune(args.log, keep=keep, out=tmp, workloads=ws, retime=args.retime, only=args.only)
-            merge(tmp, args.into)
-        print(f"kept {n} records, merged into {args.into}")
-    if args.in_network:
-        from .graph import pick_in_network
-        result = Path(args.into or args.output or args.log)
-        pick_in_network(model, [x], log_target(result), result, candidates=args.in_network)
-        print(f"{args.model}'s tasks keep the record that ran fastest in the network, in {result}")
+    with tempfile.TemporaryDirectory(prefix="convtvm_prune_") as tmp:
+        incumbent = None  # the records in use before a merge: rank 0 of the in-network choice
+        if args.in_network and args.into and Path(args.into, DB_FILES[1]).exists():
+            incumbent = shutil.copytree(args.into, Path(tmp) / "incumbent")
+        if args.model and args.into:  # the model's records alone, and its trial count beside them
+            from .graph import extract_tasks, import_torch, lower, merge_task_records, model_trials_key
+            info = log_target(args.log)
+            tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
+            n, trials = merge_task_records(args.log, args.into, tasks, model_trials_key(args.model, args.input_size),
+                                           keep=keep, retime=args.retime)
+            print(f"kept {n} records of {args.model}'s tasks ({trials} trials), merged into {args.into}")
+        elif not args.into:
+            n = prune(args.log, keep=keep, out=args.output, workloads=ws, retime=args.retime, only=args.only)
+            print(f"kept {n} records in {args.output or args.log}")
+        else:
+            pruned = Path(tmp) / "pruned"
+            n = prune(args.log, keep=keep, out=pruned, workloads=ws, retime=args.retime, only=args.only)
+            merge(pruned, args.into)
+            print(f"kept {n} records, merged into {args.into}")
+        if args.in_network:
+            from .graph import pick_in_network
+            result = Path(args.into or args.output or args.log)
+            pick_in_network(model, [x], log_target(result), result, candidates=args.in_network, incumbent=incumbent)
+            print(f"{args.model}'s tasks keep the record that ran fastest in the network, in {result}")
     return 0
 
 
@@ -294,7 +299,8 @@ def main(argv=None) -> int:
     p.add_argument("--input-size", type=int, default=224, help="with --model: the input size it was tuned at")
     p.add_argument("--in-network", type=int, metavar="K",
                    help="with --model: of each of its tasks' K best records, keep the one whose kernel runs "
-                        "fastest in the compiled network (profiled; on a quiet machine)")
+                        "fastest in the compiled network (profiled; on a quiet machine); with --into, the "
+                        "record INTO used before the merge is one of the K and stays unless clearly beaten")
     p.set_defaults(fn=cmd_prune)
 
     p = sub.add_parser("sweep-tiles", help="time every register tile around a model's records; add the faster ones")

@@ -296,6 +296,37 @@ def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, tmp_p
     assert_tuned_network_matches(small_net, x, info, log, tuned=2)
 
 
+def test_pick_in_network_puts_the_record_in_use_first(small_net, tmp_path, monkeypatch):
+    """With ``incumbent`` (the log before a merge), each task's record there is rank 0, even when it is
+    not among the log's fastest alone: with every rank-0 record kept, the log ends up with the
+    incumbent's records (slowest alone here), not its own fastest."""
+    import shutil
+
+    from convtvm import tuning
+    from convtvm.targets import resolve
+    info = resolve("x86")
+    x = torch.randn(1, 3, 30, 30)
+    tasks = graph.extract_tasks(graph.lower(graph.import_torch(small_net, [x]), info), info)
+    log = tmp_path / "log"
+    graph.tune_tasks(tasks[:2], info, trials=16, log=log, trials_per_iter=8, seed=0, progress=lambda s: None)
+    task_of = tuning.workload_lines_of(log, [t.mod for t in tasks])
+    rows = sorted(tuning._rows(log), key=tuning.row_secs)
+    slowest = {task_of[wl]: [wl, rec] for wl, rec in rows if wl in task_of}  # the last of each task
+    fastest = {}
+    for wl, rec in rows:
+        fastest.setdefault(task_of.get(wl), rec)
+    assert all(slowest[k][1][0] != fastest[k][0] for k in (0, 1))
+    held = tmp_path / "held"
+    shutil.copytree(log, held)
+    tuning.write_rows(held, list(slowest.values()))
+    monkeypatch.setattr(graph, "pick_rank", lambda times, **kw: 0)
+    graph.pick_in_network(small_net, [x], "x86", log, candidates=2, rounds=1, incumbent=held,
+                          progress=lambda s: None)
+    kept = {task_of[wl]: rec for wl, rec in tuning._rows(log) if wl in task_of}
+    assert {k: rec[0] for k, rec in kept.items()} == {k: row[1][0] for k, row in slowest.items()}
+    assert_tuned_network_matches(small_net, x, info, log, tuned=2)
+
+
 def test_pick_rank_keeps_the_fastest_alone_unless_another_is_clearly_faster_in_the_network():
     """A record other than rank 0 is kept only when it is faster by the margin in most rounds: not for
     a difference the networks alone make, nor for one round's luck."""

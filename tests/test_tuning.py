@@ -100,6 +100,17 @@ def test_prune_keeps_the_best(tuned_log, tmp_path):
     assert json.loads((tmp_path / "mine" / "trials.json").read_text()) == {W.key: 8}
 
 
+def test_prune_log_cli_merges_into_a_log(tuned_log, tmp_path, capsys):
+    """``convtvm prune-log LOG --into SHIPPED``: the best record lands in SHIPPED; --in-network
+    without --model is a clear error."""
+    from convtvm.cli import main
+    shipped = tmp_path / "shipped"
+    assert main(["prune-log", str(tuned_log), "--into", str(shipped)]) == 0
+    assert len(records(shipped)) == 1 and convtvm.build(W, "x86", tuning_log=shipped).schedule == "tuned"
+    assert main(["prune-log", str(tuned_log), "--into", str(shipped), "--in-network", "2"]) == 2
+    assert "--in-network picks a model's records in that model: give --model" in capsys.readouterr().err
+
+
 def test_prune_retime_keeps_the_fastest_when_timed_again(tuned_log, tmp_path):
     """--retime: the 3 best records are timed again here; the kept one carries its new median and is
     the fastest of them by that timing (so it may differ from the search's first)."""
