@@ -965,12 +965,11 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
     are taken; network k is compiled with each task's k-th best (its last when it has fewer); the
     networks are profiled in ``rounds`` interleaved rounds (each round starting with the next network),
     and each task keeps the record ``pick_rank`` chooses from its kernel's times a call, with its median
-    time as its run time. ``incumbent``, a log (a shipped one, before a merge into it), puts each task's
-    record there first, as rank 0, ahead of the ``candidates - 1`` best of ``log`` alone: a record chosen
-    in the network earlier stays unless a new one is clearly faster there, rather than losing to records
-    that are only faster alone (after a 3600-trial round on EfficientNetV2-S, the shipped records of all 8
-    tasks tuned had dropped out of the 3 fastest alone; the new stage-2 Winograd record ran 2.54 ms a call
-    in the network against the shipped one's 1.59, profiled in one process). ``log`` is rewritten atomically:
+    time as its run time. ``incumbent``, a log (a shipped one, as it was before a merge into ``log``), puts
+    each task's record there first, as rank 0, ahead of the ``candidates - 1`` best of ``log`` alone: a
+    record chosen in the network earlier then stays unless a new one is clearly faster there, instead of
+    dropping out because new records are faster alone (README: after a tuning round, every shipped record
+    of the tasks tuned had). ``log`` is rewritten atomically:
     the model's tasks keep one record each, every other record stays. Run it on a quiet machine.
     Returns task name -> (rank chosen, ms a call by rank)."""
     import statistics
@@ -998,11 +997,13 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
         for wl, rec in sorted(tuning._rows(pool), key=tuning.row_secs):
             ranked.setdefault(wl, []).append([wl, rec])
         if incumbent is not None:
-            held, _ = _rows_of_tasks(Path(incumbent), tasks, task_of)
-            for wl, rec in sorted(held, key=tuning.row_secs, reverse=True):  # its fastest of a task last, so first
-                if wl in ranked:
-                    rest = [r for r in ranked[wl] if json.dumps(r[1][0]) != json.dumps(rec[0])]
-                    ranked[wl] = ([[wl, rec]] + rest)[:candidates]
+            held: dict = {}
+            for wl, rec in sorted(_rows_of_tasks(Path(incumbent), tasks, task_of)[0], key=tuning.row_secs):
+                held.setdefault(wl, rec)  # the incumbent's fastest record of each task
+            for wl, rec in held.items():
+                trace = json.dumps(rec[0])
+                rest = [r for r in ranked.get(wl, []) if json.dumps(r[1][0]) != trace]
+                ranked[wl] = ([[wl, rec]] + rest)[:candidates]
         if not ranked:
             raise ValueError(f"no record in {log} of this network's tasks reproduces the unscheduled TIR")
         depth = max(len(v) for v in ranked.values())
