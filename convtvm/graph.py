@@ -968,8 +968,8 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
     time as its run time. ``incumbent``, a log (a shipped one, as it was before a merge into ``log``), puts
     each task's record there first, as rank 0, ahead of the ``candidates - 1`` best of ``log`` alone: a
     record chosen in the network earlier then stays unless a new one is clearly faster there, instead of
-    dropping out because new records are faster alone (README: after a tuning round, every shipped record
-    of the tasks tuned had). ``log`` is rewritten atomically:
+    dropping out because new records are faster alone (in the README: after one tuning round, the shipped
+    records of all the tasks tuned had left the 3 fastest alone). ``log`` is rewritten atomically:
     the model's tasks keep one record each, every other record stays. Run it on a quiet machine.
     Returns task name -> (rank chosen, ms a call by rank)."""
     import statistics
