@@ -262,26 +262,43 @@ def test_tuned_records_are_applied(small_net, tmp_path):
     assert_tuned_network_matches(small_net, x, info, shipped, tuned=1)
 
 
-def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, tmp_path):
+@pytest.fixture(scope="module")
+def two_tasks_log(small_net, tmp_path_factory):
+    """small_net's input, its tasks, and a log with 16 trials' records of its 2 heaviest tasks (tests
+    that rewrite the log work on a copy)."""
+    from convtvm.targets import resolve
+    info = resolve("x86")
+    x = torch.randn(1, 3, 30, 30)
+    tasks = graph.extract_tasks(graph.lower(graph.import_torch(small_net, [x]), info), info)
+    log = tmp_path_factory.mktemp("two_tasks") / "log"
+    graph.tune_tasks(tasks[:2], info, trials=16, log=log, trials_per_iter=8, seed=0, progress=lambda s: None)
+    return x, tasks, log
+
+
+def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, two_tasks_log, tmp_path):
     """Of each task's best records, the one whose kernel ran fastest in the profiled network is kept,
     with that time; every other record stays; the network still matches torch."""
+    import shutil
+
     import convtvm
     from convtvm import tuning
     from convtvm.targets import resolve
     info = resolve("x86")
-    x = torch.randn(1, 3, 30, 30)
-    log = tmp_path / "log"
+    x, tasks, tuned = two_tasks_log
+    single_op = tmp_path / "single_op"
     single = convtvm.workload("conv2d", in_channels=8, out_channels=8, input_size=(9, 9), kernel_size=3)
-    convtvm.tune(single, "x86", trials=4, log=log, trials_per_iter=4, seed=0, progress=lambda s: None)
+    convtvm.tune(single, "x86", trials=4, log=single_op, trials_per_iter=4, seed=0, progress=lambda s: None)
     with pytest.raises(ValueError, match="no record for this network's tasks"):
-        graph.pick_in_network(small_net, [x], "x86", log, progress=lambda s: None)
+        graph.pick_in_network(small_net, [x], "x86", single_op, progress=lambda s: None)
     with pytest.raises(ValueError, match="candidates=0"):
-        graph.pick_in_network(small_net, [x], "x86", log, candidates=0)
-    tasks = graph.extract_tasks(graph.lower(graph.import_torch(small_net, [x]), info), info)
-    graph.tune_tasks(tasks[:2], info, trials=16, log=log, trials_per_iter=8, seed=0, progress=lambda s: None)
+        graph.pick_in_network(small_net, [x], "x86", single_op, candidates=0)
+    log = tmp_path / "log"
+    shutil.copytree(tuned, log)
+    tuning.merge(single_op, log)  # a record of another workload, which the choice must leave as it is
     task_of = tuning.workload_lines_of(log, [t.mod for t in tasks])
     before = tuning._rows(log)
     assert {task_of[wl] for wl, _ in before if wl in task_of} == {0, 1}
+    assert any(wl not in task_of for wl, _ in before)
 
     picked = graph.pick_in_network(small_net, [x], "x86", log, candidates=2, rounds=2, progress=lambda s: None)
     after = tuning._rows(log)
@@ -296,7 +313,7 @@ def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, tmp_p
     assert_tuned_network_matches(small_net, x, info, log, tuned=2)
 
 
-def test_pick_in_network_puts_the_record_in_use_first(small_net, tmp_path, monkeypatch):
+def test_pick_in_network_puts_the_record_in_use_first(small_net, two_tasks_log, tmp_path, monkeypatch):
     """With ``incumbent`` (the log before a merge), each task's record there is rank 0, even when it is
     not among the log's fastest alone: with every rank-0 record kept, the log ends up with the
     incumbent's records (slowest alone here), not its own fastest."""
@@ -305,10 +322,9 @@ def test_pick_in_network_puts_the_record_in_use_first(small_net, tmp_path, monke
     from convtvm import tuning
     from convtvm.targets import resolve
     info = resolve("x86")
-    x = torch.randn(1, 3, 30, 30)
-    tasks = graph.extract_tasks(graph.lower(graph.import_torch(small_net, [x]), info), info)
+    x, tasks, tuned = two_tasks_log
     log = tmp_path / "log"
-    graph.tune_tasks(tasks[:2], info, trials=16, log=log, trials_per_iter=8, seed=0, progress=lambda s: None)
+    shutil.copytree(tuned, log)
     task_of = tuning.workload_lines_of(log, [t.mod for t in tasks])
     rows = sorted(tuning._rows(log), key=tuning.row_secs)
     slowest = {task_of[wl]: [wl, rec] for wl, rec in rows if wl in task_of}  # the last of each task
