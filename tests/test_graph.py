@@ -262,6 +262,23 @@ def test_tuned_records_are_applied(small_net, tmp_path):
     assert_tuned_network_matches(small_net, x, info, shipped, tuned=1)
 
 
+def test_shipped_logs_hold_a_record_for_every_efficientnet_task():
+    """The shipped x86 logs hold records for EfficientNetV2-S at 224x224. Records match their kernels'
+    TIR structurally, so a change to a definition that alters a kernel leaves its records behind unless
+    they are carried over (README: the epilogues' exp). The Zen 5 log lacks only the 11 tasks that the
+    squeeze-excitation fold made or changed (the scaled projections, and the excitation convs that now
+    end in the sigmoid): they need a Zen 5 to tune."""
+    from convtvm import tuning
+    logs = {tag: ROOT / "tuning_logs" / tag for tag in ("x86-znver3", "x86-znver5")}
+    info = tuning.log_target(logs["x86-znver3"])
+    model, x = graph.model_and_input("efficientnet_v2_s", 224)
+    tasks = graph.extract_tasks(graph.lower(graph.import_torch(model, [x]), info), info)  # as on any x86 CPU
+    missing = {tag: [t.name for t in graph.choose_tasks(tasks, log, untuned=True)] for tag, log in logs.items()}
+    assert len(tasks) == 45 and missing["x86-znver3"] == []
+    assert len(missing["x86-znver5"]) == 11
+    assert all("scaled_input" in n or "sigmoid" in n for n in missing["x86-znver5"])
+
+
 @pytest.fixture(scope="module")
 def two_tasks_log(small_net, tmp_path_factory):
     """small_net's input, its tasks, and a log with 16 trials' records of its 2 heaviest tasks (tests
