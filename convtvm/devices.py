@@ -4,7 +4,9 @@ over TVM RPC) and CUDA (a local GPU)."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import weakref
 
 import numpy as np
 
@@ -52,10 +54,13 @@ def load_library(info, path: str):
 
 
 class _ArmLibrary:
-    """An exported aarch64 library, loaded into the ARM session on first call."""
+    """An exported aarch64 library, loaded into the ARM session on first call. With ``temp_dir``
+    (where a library built in this process was cross-linked), that folder goes with the object."""
 
-    def __init__(self, path, device):
+    def __init__(self, path, device, temp_dir: str | None = None):
         self.path, self._device, self._mod = path, device, None
+        if temp_dir is not None:
+            weakref.finalize(self, shutil.rmtree, temp_dir, ignore_errors=True)
 
     def remote(self):
         if self._mod is None:
@@ -65,15 +70,16 @@ class _ArmLibrary:
 
 def arm_remote_library(module):
     """(``module.lib`` loaded on the ARM session, the session's CPU device) for a convtvm Module or
-    Model. A library built here is cross-linked to a temp file first; the handle is cached on the
-    module (``module._remote``) and its own ``lib`` stays as built, so it still exports."""
+    Model. A library built here is cross-linked to a temp folder first, removed with the module; the
+    handle is cached on the module (``module._remote``) and its own ``lib`` stays as built, so it
+    still exports."""
     if module._remote is None:
         lib = module.lib
         if not isinstance(lib, _ArmLibrary):
             from .arm import device
-            path = os.path.join(tempfile.mkdtemp(prefix="convtvm_arm_"), "library.so")
-            device.export_library(lib, path)
-            lib = _ArmLibrary(path, device)
+            temp_dir = tempfile.mkdtemp(prefix="convtvm_arm_")
+            lib = _ArmLibrary(os.path.join(temp_dir, "library.so"), device, temp_dir)
+            device.export_library(module.lib, lib.path)
         module._remote = lib
     return module._remote.remote(), arm_session().cpu()
 

@@ -52,6 +52,21 @@ def test_exported_arm_module_loads_and_runs(arm_modules, seed):
     assert rel_err(m(*xs), w.reference(*xs)) <= 1e-4
 
 
+def test_a_built_module_cross_links_to_a_temp_folder_that_goes_with_it(seed):
+    """A module built in this process runs from a temp copy of its library; that copy must not
+    outlive the module (each network's is 80 MB, and a test run builds hundreds)."""
+    import gc
+    from pathlib import Path
+    m = convtvm.build(REPS["depthwise_conv2d"], "arm")
+    xs = m.workload.random_inputs(seed=seed)
+    assert rel_err(m(*xs), m.workload.reference(*xs)) <= 1e-4
+    folder = Path(m._remote.path).parent
+    assert folder.is_dir() and folder.name.startswith("convtvm_arm_")
+    del m
+    gc.collect()
+    assert not folder.exists()
+
+
 def test_check_cli_on_arm(arm_modules, capsys):
     from convtvm.cli import main
     assert main(["check", "--target", "arm", "--arm-cpu", "cortex-a72", "depthwise_conv2d", "avg_pool2d"]) == 0
