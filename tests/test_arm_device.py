@@ -230,10 +230,12 @@ def test_relax_vm_runs_on_emulated_device(arm_session, tmp_path):
 
 
 @pytest.mark.slow
-def test_rpc_and_tracker_paths_on_loopback(tmp_path):
+def test_rpc_and_tracker_paths_on_loopback(tmp_path, monkeypatch):
     """open_session(rpc=...) / (tracker=..., key=...) and load_module's upload path, against a
     host (x86) TVM RPC server and tracker on 127.0.0.1 (stand-ins for a real aarch64 board)."""
     import tvm
+    # the servers' upload folders: terminated, a server never removes its own
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     from tvm import rpc
     from tvm.rpc.tracker import Tracker
 
