@@ -110,10 +110,10 @@ def cmd_tune(args) -> int:
     if args.model:
         from .graph import tune_model
         tune_model(args.model, args.input_size, info, args.trials, args.log, trials_per_iter=args.trials_per_iter,
-                   exit_on_sigint=True, heaviest=args.tasks, untuned=args.untuned)
+                   exit_on_sigint=True, heaviest=args.tasks, untuned=args.untuned, names=args.task)
         return 0
-    if args.tasks is not None or args.untuned:
-        raise ValueError("--tasks and --untuned choose among a model's tasks: give --model")
+    if args.tasks is not None or args.untuned or args.task:
+        raise ValueError("--tasks, --task and --untuned choose among a model's tasks: give --model")
     ws = _workloads(args)
     try:
         tune(list(ws.values()), info, trials=args.trials, log=args.log, names=list(ws),
@@ -272,6 +272,8 @@ def main(argv=None) -> int:
             p.add_argument("--tasks", type=int, help="with --model: only its N heaviest tasks (calls x FLOPs)")
             p.add_argument("--untuned", action="store_true",
                            help="with --model: only its tasks that the log has no record for")
+            p.add_argument("--task", action="append", metavar="NAME",
+                           help="with --model: only this task (as the task list names it); repeatable")
         if verb == "build":
             p.add_argument("-o", "--output", default="build", help="output .so (one workload) or folder")
         if verb == "bench":

@@ -905,17 +905,18 @@ def extract_tasks(mod, info: TargetInfo, convtvm_only: bool = True) -> list[Task
 
 def tune_model(name: str, input_size: int, target_info, trials: int, log=None, *, batch: int = 1,
                progress=print, seed: int | None = None, trials_per_iter: int = 32,
-               exit_on_sigint: bool = False, heaviest: int | None = None, untuned: bool = False) -> dict:
+               exit_on_sigint: bool = False, heaviest: int | None = None, untuned: bool = False,
+               names: list[str] | None = None) -> dict:
     """Tune the conv/pool kernels of a named model (after BN folding and fusion) into ``log``: all of
-    them, or the ``heaviest`` N (calls x FLOPs), or with ``untuned`` those the log has no record for
-    (e.g. the kernels a new fusion made)."""
+    them, or those named in ``names``, or the ``heaviest`` N (calls x FLOPs), or with ``untuned`` those
+    the log has no record for (e.g. the kernels a new fusion made)."""
     from . import tuning
     info = resolve(target_info)
     model, x = model_and_input(name, input_size, batch)
     mod = lower(import_torch(model, [x]), info)
     tasks = extract_tasks(mod, info)
     log = tuning.check_log(log or tuning.default_log(info), info, must_exist=False)
-    chosen = choose_tasks(tasks, log, heaviest, untuned)
+    chosen = choose_tasks(tasks, log, heaviest, untuned, names)
     total = sum(t.count * t.flops for t in tasks)
     progress(f"{name} at {input_size}x{input_size}, batch {batch}: {len(tasks)} unique conv/pool tasks, "
              f"{total / 1e9:.2f} GFLOP per inference in them; tuning {len(chosen)} (*)")
@@ -928,13 +929,22 @@ def tune_model(name: str, input_size: int, target_info, trials: int, log=None, *
                       exit_on_sigint=exit_on_sigint)
 
 
-def choose_tasks(tasks: list[Task], log, heaviest: int | None = None, untuned: bool = False) -> list[Task]:
-    """Of ``tasks`` (heaviest first), the ``heaviest`` N, and with ``untuned`` only those that ``log``
-    holds no record for."""
+def choose_tasks(tasks: list[Task], log, heaviest: int | None = None, untuned: bool = False,
+                 names: list[str] | None = None) -> list[Task]:
+    """Of ``tasks`` (heaviest first), those named in ``names`` (as ``convtvm tune --model`` lists
+    them), then the ``heaviest`` N, and with ``untuned`` only those that ``log`` holds no record for."""
     from . import tuning
     if heaviest is not None and int(heaviest) < 1:
         raise ValueError(f"--tasks={heaviest} must be positive")
-    chosen = tasks[:heaviest] if heaviest else list(tasks)
+    chosen = list(tasks)
+    if names:
+        known = {t.name for t in tasks}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"--task {unknown[0]} is not a task of this model; its tasks are: "
+                             + ", ".join(sorted(known)))
+        chosen = [t for t in chosen if t.name in names]
+    chosen = chosen[:heaviest] if heaviest else chosen
     if untuned and (Path(log) / tuning.DB_FILES[0]).exists():
         lines = tuning.workload_lines_of(Path(log), [t.mod for t in chosen])
         with_rows = {r[0] for r in tuning._rows(Path(log))}

@@ -412,6 +412,13 @@ def test_a_models_records_merge_alone_and_its_trials_count_once(small_net, tmp_p
     assert graph.choose_tasks(tasks, work, heaviest=2) == tasks[:2]
     with pytest.raises(ValueError, match="--tasks=0 must be positive"):
         graph.choose_tasks(tasks, work, heaviest=0)
+    # `--task NAME`: those tasks only, in the list's order, then --tasks / --untuned among them
+    named = [tasks[3].name, tasks[1].name]
+    assert graph.choose_tasks(tasks, work, names=named) == [tasks[1], tasks[3]]
+    assert graph.choose_tasks(tasks, work, names=named, untuned=True) == [tasks[3]]
+    with pytest.raises(ValueError, match="--task fused_conv9 is not a task of this model; its tasks are: .*"
+                                         + tasks[0].name):
+        graph.choose_tasks(tasks, work, names=[tasks[0].name, "fused_conv9"])
     with pytest.raises(ValueError, match="no records of these 1 tasks"):
         graph.merge_task_records(work, shipped, tasks[2:3], key, progress=quiet)
     first = measured(work)
