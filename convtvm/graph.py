@@ -972,10 +972,12 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
     A kernel alone runs on warm caches; in the network its weights arrive cold and its input from
     another kernel, and the record that was fastest alone is often not the fastest there. For every
     task of the model, the ``candidates`` best records of ``log`` that reproduce the unscheduled TIR
-    are taken; network k is compiled with each task's k-th best (its last when it has fewer); the
-    networks are profiled in ``rounds`` interleaved rounds (each round starting with the next network),
-    and each task keeps the record ``pick_rank`` chooses from its kernel's times a call, with its median
-    time as its run time. ``incumbent``, a log (a shipped one, as it was before a merge into ``log``), puts
+    are taken; as many networks are compiled, each with one of every task's records, the ranks rotated
+    over the networks from task to task (``network_rank``); the networks are profiled in ``rounds``
+    interleaved rounds (each round starting with the next network); each kernel's times are divided by
+    its network's factor (``network_factors``: how fast that copy of the network ran its kernels as a
+    whole), and each task keeps the record ``pick_rank`` chooses from its kernel's times a call, with
+    its median time as its run time. ``incumbent``, a log (a shipped one, as it was before a merge into ``log``), puts
     each task's record there first, as rank 0, ahead of the ``candidates - 1`` best of ``log`` alone: a
     record chosen in the network earlier then stays unless a new one is clearly faster there, instead of
     dropping out because new records are faster alone (in the README: after one tuning round, the shipped
@@ -1017,17 +1019,16 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
         if not ranked:
             raise ValueError(f"no record in {log} of this network's tasks reproduces the unscheduled TIR")
         depth = max(len(v) for v in ranked.values())
-
-        def chosen(k):
-            return {wl: rs[min(k, len(rs) - 1)] for wl, rs in ranked.items()}
+        order = list(ranked)  # task i's rank-q record is in network (q - i) % depth
 
         nets = []
         for k in range(depth):
-            trial_log = Path(tmp) / f"rank{k}"
+            trial_log = Path(tmp) / f"net{k}"
             shutil.copytree(log, trial_log)
-            tuning.write_rows(trial_log, others + list(chosen(k).values()))
+            tuning.write_rows(trial_log, others + [ranked[wl][network_rank(k, i, depth, len(ranked[wl]))]
+                                                   for i, wl in enumerate(order)])
             nets.append(compile_model(module, example_inputs, info, tuning_log=trial_log))
-            progress(f"compiled the network with each task's record of rank {k}")
+            progress(f"compiled network {k} of {depth}")
         xs = [np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x) for x in example_inputs]
         samples = [{} for _ in nets]  # per network: function -> ms a call, one per round
         for r in range(rounds):
@@ -1035,27 +1036,60 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
                 for row in nets[k].profile(*xs, runs=3):
                     samples[k].setdefault(row["function"], []).append(row["ms"] / max(row["calls"], 1))
             progress(f"  profiled round {r + 1} of {rounds}")
+    factor = network_factors(samples)
+    progress("each network's kernels against all networks' (median over kernels, taken out of the times "
+             "below): " + " ".join(f"{f:.3f}" for f in factor))
     picked, result, same = {}, {}, []
-    for wl, rs in ranked.items():
-        t = tasks[task_of[wl]]
+    for i, wl in enumerate(order):
+        rs, t = ranked[wl], tasks[task_of[wl]]
         fn = next((f for f in samples[0] if f in (t.name, t.name + "_prepacked")), None)
         if fn is None:  # not called under that name: keep the best alone
             picked[wl] = rs[0]
             continue
-        times = [s[fn] for s in samples]
+        held = [next(k for k in range(depth) if network_rank(k, i, depth, len(rs)) == q) for q in range(len(rs))]
+        times = [[ms / factor[k] for ms in samples[k][fn]] for k in held]
         if len(rs) == 1:  # the same kernel in every network: what the networks alone make of it
-            same.append(max(abs(_median_ratio(times[k], times[0]) - 1) for k in range(depth)))
-        k = pick_rank(times[:len(rs)])
+            spread = [[ms / factor[k] for ms in samples[k][fn]] for k in range(depth)]
+            same.append(max(abs(_median_ratio(spread[k], spread[0]) - 1) for k in range(depth)))
+        k = pick_rank(times)
         per = [statistics.median(ts) for ts in times]
-        row = chosen(k)[wl]
-        picked[wl] = [wl, [row[1][0], [round(per[k] / 1e3, 9)], *row[1][2:]]]
+        picked[wl] = [wl, [rs[k][1][0], [round(per[k] / 1e3, 9)], *rs[k][1][2:]]]
         result[t.name] = (k, per)
         progress(f"  {t.name}: ms a call in the network by rank: {' '.join(f'{p:.3f}' for p in per)} -> rank {k}")
     if same:
-        progress(f"the same kernel read up to {100 * max(same):.0f}% apart between networks "
+        progress(f"after that, the same kernel read up to {100 * max(same):.0f}% apart between networks "
                  f"(median {100 * statistics.median(same):.0f}%, {len(same)} tasks with one record)")
     tuning.write_rows(log, others + list(picked.values()))
     return result
+
+
+def network_rank(k: int, i: int, depth: int, records: int) -> int:
+    """Which of task i's records network k of ``depth`` runs in ``pick_in_network``: rank (k + i) mod
+    depth (its last when it has fewer). The ranks rotate over the networks from task to task, so each
+    network holds a mix of ranks: separately compiled copies of the same network run the same kernel
+    5-13% apart as a whole (EfficientNetV2-S, 2026-12-03), and with rank k always in network k that
+    difference had gone to one rank in every task."""
+    return min((k + i) % depth, records - 1)
+
+
+def network_factors(samples: list, min_ms: float = 0.02) -> list[float]:
+    """How much faster or slower each network ran its kernels than all networks together:
+    ``samples[k][function]`` are network k's ms a call, one per round. Per kernel of at least
+    ``min_ms``, each network's median over its geometric mean over the networks; the median of that over the
+    kernels. With the ranks rotated over the networks (``network_rank``), a record's own speed evens
+    out in that median and what is left is the network's."""
+    import statistics
+    shared = [f for f in samples[0] if all(f in s for s in samples)
+              and min(statistics.median(s[f]) for s in samples) >= min_ms]
+    if not shared:
+        return [1.0] * len(samples)
+    ratios = [[] for _ in samples]
+    for f in shared:
+        med = [statistics.median(s[f]) for s in samples]
+        mean = float(np.exp(np.mean(np.log(med))))
+        for k, m in enumerate(med):
+            ratios[k].append(m / mean)
+    return [statistics.median(r) for r in ratios]
 
 
 IN_NETWORK_MIN_GAIN = 0.05  # a record other than the fastest alone must be this much faster in the network

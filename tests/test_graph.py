@@ -381,6 +381,31 @@ def test_pick_rank_keeps_the_fastest_alone_unless_another_is_clearly_faster_in_t
     assert graph.pick_rank([[1.0] * 8, [0.9] * 5 + [1.1] * 3]) == 0  # 5 of 8: not
 
 
+def test_a_network_that_runs_faster_as_a_whole_favours_no_rank():
+    """Copies of one network run the same kernels some percent apart. The ranks rotate over the
+    networks, and each network's factor, taken from all its kernels, comes out of the times: a record
+    3% slower than rank 0 is not chosen for sitting in a network 10% faster."""
+    depth, n = 3, 30
+    held = [[graph.network_rank(k, i, depth, depth) for k in range(depth)] for i in range(n)]
+    assert all(sorted(h) == [0, 1, 2] for h in held)  # every task: each rank in one network
+    assert [sum(h[k] == 0 for h in held) for k in range(depth)] == [10, 10, 10]  # rank 0 in every network
+    assert [graph.network_rank(k, 4, depth, 1) for k in range(depth)] == [0, 0, 0]  # one record: everywhere
+    rng = np.random.default_rng(0)
+    speed = [1.0, 0.9, 1.1]  # network 1 runs every kernel 10% faster, network 2 10% slower
+    own = {0: 1.0, 1: 1.03, 2: 0.97}  # the records' own speed, by rank (rank 2 the fastest here)
+    base = rng.uniform(0.05, 1.0, n)
+    samples = [{f"k{i}": list(base[i] * own[held[i][k]] * speed[k] * (1 + 0.01 * rng.standard_normal(8)))
+                for i in range(n)} for k in range(depth)]
+    factor = graph.network_factors(samples)
+    assert factor[1] / factor[0] == pytest.approx(0.9, rel=0.02)
+    assert factor[2] / factor[0] == pytest.approx(1.1, rel=0.02)
+    i = next(i for i in range(n) if held[i][1] == 1)  # a task whose 3% slower record sits in the fast network
+    raw = [samples[held[i].index(q)][f"k{i}"] for q in range(depth)]
+    fixed = [[t / factor[held[i].index(q)] for t in raw[q]] for q in range(depth)]
+    assert graph.pick_rank(raw[:2]) == 1 and graph.pick_rank(fixed[:2]) == 0
+    assert graph.network_factors([{"tiny": [0.001]}, {"tiny": [0.002]}]) == [1.0, 1.0]  # below min_ms: no factor
+
+
 def test_a_models_records_merge_alone_and_its_trials_count_once(small_net, tmp_path):
     """prune-log --model M --into LOG: only M's tasks' records reach the shipped log (the single-op
     record beside them in the working log stays out), and a second round that began as a copy of the
