@@ -1140,8 +1140,8 @@ def merge_task_records(worklog, into, tasks: list[Task], trials_key: str, *, kee
     book_file, entry = worklog / "counted_trials.json", f"{trials_key} into {into.resolve()}"
     book = json.loads(book_file.read_text()) if book_file.exists() else {}
     counted = set(book.get(entry, []))
-    measured = [_record_digest(k) for r, k in zip(rows, tuning.record_keys(worklog, rows)) if r[1][1] and k not in have]
-    new = sum(1 for d in measured if d not in counted)
+    measured = [(_record_digest(k), k in have) for r, k in zip(rows, tuning.record_keys(worklog, rows)) if r[1][1]]
+    new = sum(1 for d, held in measured if not held and d not in counted)
     trials = (_recorded_trials(into, trials_key) or 0) + new
     with tempfile.TemporaryDirectory(prefix="convtvm_model_") as tmp:
         target = into
@@ -1160,7 +1160,8 @@ def merge_task_records(worklog, into, tasks: list[Task], trials_key: str, *, kee
         if target != into:
             tuning._sync(target, into, tuning.log_target(into))
             tuning._copy_atomic(target / "trials.json", into / "trials.json")
-    write_json_atomic(book_file, {**book, entry: sorted(counted.union(measured))})
+    # every measured record is booked, those ``into`` held too: one it drops later is no new trial
+    write_json_atomic(book_file, {**book, entry: sorted(counted.union(d for d, _ in measured))})
     progress(f"{trials_key}: {new} new trials, {trials} in all")
     return kept, trials
 
