@@ -977,12 +977,13 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
     interleaved rounds (each round starting with the next network); each kernel's times are divided by
     its network's factor (``network_factors``: how fast that copy of the network ran its kernels as a
     whole), and each task keeps the record ``pick_rank`` chooses from its kernel's times a call, with
-    its median time as its run time. ``incumbent``, a log (a shipped one, as it was before a merge into ``log``), puts
-    each task's record there first, as rank 0, ahead of the ``candidates - 1`` best of ``log`` alone: a
-    record chosen in the network earlier then stays unless a new one is clearly faster there, instead of
-    dropping out because new records are faster alone (in the README: after one tuning round, the shipped
-    records of all the tasks tuned had left the 3 fastest alone). ``log`` is rewritten atomically:
-    the model's tasks keep one record each, every other record stays. Run it on a quiet machine.
+    its median time as its run time. ``incumbent``, a log (a shipped one, as it was before a merge into
+    ``log``), puts each task's record there first, as rank 0, ahead of the ``candidates - 1`` best of
+    ``log`` alone: a record chosen in the network earlier then stays unless a new one is clearly faster
+    there, instead of dropping out because new records are faster alone (in the README: after one
+    tuning round, the shipped records of all the tasks tuned had left the 3 fastest alone). ``log`` is
+    rewritten atomically: the model's tasks keep one record each, every other record stays. Run it on a
+    quiet machine.
     Returns task name -> (rank chosen, ms a call by rank)."""
     import statistics
 
@@ -1019,7 +1020,7 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
         if not ranked:
             raise ValueError(f"no record in {log} of this network's tasks reproduces the unscheduled TIR")
         depth = max(len(v) for v in ranked.values())
-        order = list(ranked)  # task i's rank-q record is in network (q - i) % depth
+        order = list(ranked)  # task i's rank-q record runs in network (q - i) % depth: network_rank
 
         nets = []
         for k in range(depth):
@@ -1046,7 +1047,7 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
         if fn is None:  # not called under that name: keep the best alone
             picked[wl] = rs[0]
             continue
-        held = [next(k for k in range(depth) if network_rank(k, i, depth, len(rs)) == q) for q in range(len(rs))]
+        held = [(q - i) % depth for q in range(len(rs))]  # the network that ran its rank-q record
         times = [[ms / factor[k] for ms in samples[k][fn]] for k in held]
         if len(rs) == 1:  # the same kernel in every network: what the networks alone make of it
             spread = [[ms / factor[k] for ms in samples[k][fn]] for k in range(depth)]
