@@ -512,8 +512,9 @@ def test_a_merge_that_retimes_replaces_the_shipped_records_stale_times(small_net
 
 def test_tune_chooses_among_a_models_tasks_only(capsys):
     from convtvm.cli import main
-    assert main(["tune", "conv2d", "in_channels=8", "out_channels=8", "--tasks", "2"]) == 2
-    assert "--tasks and --untuned choose among a model's tasks: give --model" in capsys.readouterr().err
+    for choice in (["--tasks", "2"], ["--task", "fused_convtvm_conv2d"], ["--untuned"]):
+        assert main(["tune", "conv2d", "in_channels=8", "out_channels=8", *choice]) == 2
+        assert "--tasks, --task and --untuned choose among a model's tasks: give --model" in capsys.readouterr().err
 
 
 def test_unsupported_attributes_raise_clearly():
