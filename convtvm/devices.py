@@ -78,8 +78,9 @@ def arm_remote_library(module):
         if not isinstance(lib, _ArmLibrary):
             from .arm import device
             temp_dir = tempfile.mkdtemp(prefix="convtvm_arm_")
-            lib = _ArmLibrary(os.path.join(temp_dir, "library.so"), device, temp_dir)
-            device.export_library(module.lib, lib.path)
+            path = os.path.join(temp_dir, "library.so")
+            lib = _ArmLibrary(path, device, temp_dir)  # owns temp_dir from here, also if the export fails
+            device.export_library(module.lib, path)
         module._remote = lib
     return module._remote.remote(), arm_session().cpu()
 
