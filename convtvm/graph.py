@@ -1047,11 +1047,10 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
         if fn is None:  # not called under that name: keep the best alone
             picked[wl] = rs[0]
             continue
-        held = [(q - i) % depth for q in range(len(rs))]  # the network that ran its rank-q record
-        times = [[ms / factor[k] for ms in samples[k][fn]] for k in held]
+        normed = [[ms / factor[k] for ms in samples[k][fn]] for k in range(depth)]  # by network
+        times = [normed[(q - i) % depth] for q in range(len(rs))]  # by rank: the network that ran it
         if len(rs) == 1:  # the same kernel in every network: what the networks alone make of it
-            spread = [[ms / factor[k] for ms in samples[k][fn]] for k in range(depth)]
-            same.append(max(abs(_median_ratio(spread[k], spread[0]) - 1) for k in range(depth)))
+            same.append(max(abs(_median_ratio(normed[k], normed[0]) - 1) for k in range(depth)))
         k = pick_rank(times)
         per = [statistics.median(ts) for ts in times]
         picked[wl] = [wl, [rs[k][1][0], [round(per[k] / 1e3, 9)], *rs[k][1][2:]]]
@@ -1076,21 +1075,16 @@ def network_rank(k: int, i: int, depth: int, records: int) -> int:
 def network_factors(samples: list, min_ms: float = 0.02) -> list[float]:
     """How much faster or slower each network ran its kernels than all networks together:
     ``samples[k][function]`` are network k's ms a call, one per round. Per kernel of at least
-    ``min_ms``, each network's median over its geometric mean over the networks; the median of that over the
-    kernels. With the ranks rotated over the networks (``network_rank``), a record's own speed evens
-    out in that median and what is left is the network's."""
+    ``min_ms``, each network's median over its geometric mean over the networks; the median of that
+    over the kernels. With the ranks rotated over the networks (``network_rank``), a record's own
+    speed evens out in that median and what is left is the network's."""
     import statistics
-    shared = [f for f in samples[0] if all(f in s for s in samples)
-              and min(statistics.median(s[f]) for s in samples) >= min_ms]
-    if not shared:
+    medians = [[statistics.median(s[f]) for s in samples] for f in samples[0] if all(f in s for s in samples)]
+    medians = [med for med in medians if min(med) >= min_ms]
+    if not medians:
         return [1.0] * len(samples)
-    ratios = [[] for _ in samples]
-    for f in shared:
-        med = [statistics.median(s[f]) for s in samples]
-        mean = float(np.exp(np.mean(np.log(med))))
-        for k, m in enumerate(med):
-            ratios[k].append(m / mean)
-    return [statistics.median(r) for r in ratios]
+    ratios = [med / np.exp(np.mean(np.log(med))) for med in np.array(medians)]
+    return [float(np.median(r)) for r in np.array(ratios).T]
 
 
 IN_NETWORK_MIN_GAIN = 0.05  # a record other than the fastest alone must be this much faster in the network
