@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, artifact
+from .artifact import write_json_atomic  # noqa: F401 - callers import it from here
 from .targets import TargetInfo, resolve
 from .variants import Workload, from_json
 
@@ -86,9 +84,43 @@ def split_weight_packing(mod, w: Workload):
     return out, packing
 
 
+ALIGNMENT = 64  # bytes: TVM allocates, and its compiled kernels assume, buffers aligned to this
+
+
+def _torch_arg(x, name: str):
+    """A torch tensor as a compiled CPU kernel may read it in place: on the CPU, dense, row-major and
+    ``ALIGNMENT``-aligned, no gradient, conjugation or negation pending. A tensor that is all that
+    goes through DLPack as it is (zero-copy); any other is copied once into one that is."""
+    if x.device.type != "cpu":
+        raise ValueError(f"input {name!r} is on {x.device}; this module runs on the CPU")
+    x = x.detach().resolve_conj().resolve_neg()
+    if x.is_contiguous() and x.data_ptr() % ALIGNMENT == 0:
+        return x
+    y = x.clone(memory_format=__import__("torch").contiguous_format)
+    if y.data_ptr() % ALIGNMENT:  # torch's allocator aligns to 64 bytes; this guards another allocator
+        import tvm
+        return tvm.runtime.tensor(y.numpy())
+    return y
+
+
+def _numpy(x, name: str) -> np.ndarray:
+    """A C-contiguous numpy array of ``x`` (numpy, or a CPU torch tensor)."""
+    if _is_torch(x):
+        if x.device.type != "cpu":
+            raise ValueError(f"input {name!r} is on {x.device}; this module runs on the CPU")
+        x = x.detach().resolve_conj().resolve_neg().numpy()
+    return np.ascontiguousarray(x)
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
 class Module:
     """A compiled workload. ``m(*xs)`` takes numpy arrays (returns numpy) or torch tensors (returns
-    torch, zero-copy through DLPack)."""
+    torch). Torch tensors are read in place through DLPack when they are what the kernel assumes
+    (CPU, contiguous, 64-byte aligned) and copied once when not; numpy arrays are always copied.
+    ``m.bind(*constants)`` returns a callable of the data alone."""
 
     def __init__(self, lib, workload: Workload, target: TargetInfo, schedule: str, path: str | None = None,
                  packing: dict | None = None):
@@ -100,12 +132,17 @@ class Module:
         return f"<convtvm.Module {self.workload} on {self.target.tag} ({self.schedule})>"
 
     # -- calling ----------------------------------------------------------------------------------
-    def check_inputs(self, xs) -> None:
+    def check_inputs(self, xs, names=None, shapes=None) -> None:
+        """Raise ValueError naming the input unless each of ``xs`` is a numpy array or torch tensor of
+        the workload's shape and dtype (``names``/``shapes``: a subset of the inputs, in order)."""
         w = self.workload
-        if len(xs) != len(w.input_shapes):
-            raise ValueError(f"{w.variant} takes {len(w.input_shapes)} inputs ({', '.join(w.input_names)}), "
-                             f"got {len(xs)}")
-        for name, shape, x in zip(w.input_names, w.input_shapes, xs):
+        names = w.input_names if names is None else names
+        shapes = w.input_shapes if shapes is None else shapes
+        if len(xs) != len(shapes):
+            raise ValueError(f"{w.variant} takes {len(shapes)} inputs ({', '.join(names)}), got {len(xs)}")
+        for name, shape, x in zip(names, shapes, xs):
+            if not (isinstance(x, np.ndarray) or _is_torch(x) and hasattr(x, "data_ptr")):
+                raise ValueError(f"input {name!r} must be a numpy array or a torch tensor, got {type(x).__name__}")
             if tuple(x.shape) != tuple(shape):
                 raise ValueError(f"input {name!r} has shape {tuple(x.shape)}, expected {tuple(shape)}")
             dtype = str(x.dtype).replace("torch.", "")
@@ -116,17 +153,29 @@ class Module:
         self.check_inputs(xs)
         if self.target.is_remote:
             return self._run_remote(xs)
+        return self._run("main", xs, self.workload.input_names)
+
+    def _run(self, fname: str, xs, names, bound=()):
+        """Call ``fname`` on ``xs`` (then the already converted ``bound`` arguments) and a new output:
+        torch out when every one of ``xs`` is torch, numpy out otherwise."""
         import tvm
-        if all(type(x).__module__.startswith("torch") for x in xs):
+        w = self.workload
+        if all(_is_torch(x) for x in xs):
             import torch
-            args = [x.contiguous() for x in xs]
-            out = torch.empty(self.workload.output_shape, dtype=getattr(torch, self.workload.dtype), device=args[0].device)
-            self.lib["main"](*args, out)
+            args = [_torch_arg(x, n) for x, n in zip(xs, names)]
+            out = torch.empty(w.output_shape, dtype=getattr(torch, w.dtype))
+            self.lib[fname](*args, *bound, out)
             return out
-        args = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in xs]
-        out = tvm.runtime.empty(self.workload.output_shape, self.workload.dtype)
-        self.lib["main"](*args, out)
+        args = [tvm.runtime.tensor(_numpy(x, n)) for x, n in zip(xs, names)]
+        out = tvm.runtime.empty(w.output_shape, w.dtype)
+        self.lib[fname](*args, *bound, out)
         return out.numpy()
+
+    def bind(self, *constants) -> "BoundModule":
+        """``m.bind(weight[, bias, ...])``: every input after the data, bound once, as a callable of the
+        data alone (``bound(x)``, numpy or torch as ``m(*xs)``). Where the tuned kernel reads its
+        weights in a packed layout they are packed here, once, not on every call."""
+        return BoundModule(self, constants)
 
     def _run_remote(self, xs):
         from . import devices
@@ -146,21 +195,61 @@ class Module:
         """(function, its arguments with an output buffer) for timing the kernel on these inputs, the
         weights packed beforehand when the tuned kernel reads them packed (as MetaSchedule measured it)."""
         import tvm
-        args = [tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x))) for x in xs]
+        args = [tvm.runtime.tensor(_numpy(x, n)) for x, n in zip(xs, self.workload.input_names)]
         out = tvm.runtime.empty(self.workload.output_shape, self.workload.dtype)
+        name, order = self._prepacked_args(args)
+        return name, [*order, out]
+
+    def _prepacked_args(self, args) -> tuple[str, list]:
+        """(function, its input arguments) for TVM tensors ``args`` in the workload's order: ``main`` and
+        ``args`` when the kernel reads the weights as given; else ``prepacked`` and the inputs with the
+        weights packed (``weight_prepack`` run once here)."""
+        import tvm
         if not self.packing:
-            return "main", [*args, out]
+            return "main", list(args)
         packed = [tvm.runtime.empty(shape, dtype) for shape, dtype in self.packing["packed"]]
         self.lib["weight_prepack"](*[args[i] for i in self.packing["weights"]], *packed)
         pick = {"input": args, "packed": packed}
-        return "prepacked", [pick[kind][i] for kind, i in self.packing["args"]] + [out]
+        return "prepacked", [pick[kind][i] for kind, i in self.packing["args"]]
 
     # -- export -----------------------------------------------------------------------------------
     def export(self, path) -> str:
-        """Write ``path`` (a shared library) and ``path.json`` (its manifest), each atomically."""
+        """Write ``path`` (a shared library) and ``path.json`` (its sealed manifest), each atomically.
+        Raises ValueError when either path exists and is not a regular file."""
         fields = {"workload": self.workload.to_json(), "schedule": self.schedule, "packing": self.packing}
         self.path = export_with_manifest(path, self.lib, self.target, fields)
         return self.path
+
+
+class BoundModule:
+    """A Module with every input after the data bound (``Module.bind``): ``bound(x)`` -> output."""
+
+    def __init__(self, module: Module, constants):
+        import tvm
+        w = module.workload
+        module.check_inputs(constants, w.input_names[1:], w.input_shapes[1:])
+        self.module = module
+        self._constants = constants
+        if module.target.is_remote:
+            return
+        data_slot = tvm.runtime.empty(w.input_shapes[0], w.dtype)  # stands for the data while packing
+        args = [data_slot] + [tvm.runtime.tensor(_numpy(c, n)) for c, n in zip(constants, w.input_names[1:])]
+        self._fname, order = module._prepacked_args(args)
+        if not any(a is data_slot for a in order):
+            raise RuntimeError(f"the {w.variant} kernel does not read its data input")
+        if order[0] is not data_slot:  # convtvm kernels take the data first
+            raise RuntimeError(f"the {w.variant} kernel does not take its data first")
+        self._bound = order[1:]
+
+    def __repr__(self) -> str:
+        return f"<convtvm.BoundModule {self.module!r}>"
+
+    def __call__(self, x):
+        m, w = self.module, self.module.workload
+        m.check_inputs([x], w.input_names[:1], w.input_shapes[:1])
+        if m.target.is_remote:
+            return m(x, *self._constants)
+        return m._run(self._fname, [x], w.input_names[:1], self._bound)
 
 
 def write_library(lib, target: TargetInfo, path: str) -> None:
@@ -177,52 +266,30 @@ def write_library(lib, target: TargetInfo, path: str) -> None:
 
 
 def export_with_manifest(path, lib, target: TargetInfo, fields: dict) -> str:
-    """Write ``lib`` (``write_library``) and its manifest beside it, each atomically: the library goes
-    to a temp file in the same folder and is renamed into place after the manifest. ``fields`` are
-    the kind-specific manifest entries; a CUDA library's also records the arch, format and kernels."""
-    path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".so")
-    os.close(fd)
-    try:
-        write_library(lib, target, tmp)
+    """Write ``lib`` (``write_library``) and its sealed manifest beside it. Both paths are checked
+    first (each absent or a regular file, else ValueError), both files are written to temp files in
+    the folder, and then renamed into place, the library first: an interrupted export leaves the old
+    pair, or a library whose manifest no longer matches it (refused on load), never a lone manifest.
+    ``fields`` are the kind-specific manifest entries; a CUDA library's also records the arch,
+    format and kernels."""
+    path = artifact.writable(path, "module")
+    mpath = artifact.writable(manifest_path(path), "manifest")
+    with artifact.atomic_file(path, executable=True) as tmp_lib, artifact.atomic_file(mpath) as tmp_manifest:
+        write_library(lib, target, tmp_lib)
         if target.kind == "cuda":  # arch, format, kernels of the compiled code in the file
             from . import cuda
-            fields = {**fields, "cuda": cuda.manifest_entry(tmp)}
+            fields = {**fields, "cuda": cuda.manifest_entry(tmp_lib)}
         manifest = {"convtvm": __version__,
                     "target": {"kind": target.kind, "tvm_target": json.loads(target.target_json)},
-                    "tvm": _tvm_version(), "sha256": _sha256(tmp),
+                    "tvm": _tvm_version(), "sha256": artifact.sha256_file(tmp_lib),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
-        write_json_atomic(manifest_path(path), manifest)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with open(tmp_manifest, "w") as f:
+            json.dump(artifact.seal(manifest), f, indent=2)
     return str(path)
 
 
 def manifest_path(path) -> Path:
     return Path(str(path) + ".json")
-
-
-def write_json_atomic(path, data) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _tvm_version() -> str:
@@ -231,21 +298,24 @@ def _tvm_version() -> str:
 
 
 def load(path) -> Module:
-    """Load a module written by ``Module.export`` (checks the manifest and the file's sha256)."""
-    path = Path(path).resolve()
-    mpath = manifest_path(path)
-    if not path.exists():
+    """Load a module written by ``Module.export`` (or a network's ``export``). Raises FileNotFoundError
+    when ``path`` is missing, ValueError when its manifest is missing, malformed or edited, or when the
+    library's sha256 does not match the manifest's."""
+    path = Path(path).absolute()
+    if not path.is_file():
         raise FileNotFoundError(f"{path}: no such module")
-    if not mpath.exists():
-        raise ValueError(f"{path}: manifest {mpath.name} is missing; export modules with Module.export")
-    manifest = json.loads(mpath.read_text())
-    if manifest.get("sha256") != _sha256(path):
+    mpath = manifest_path(path)
+    manifest = artifact.read_manifest(mpath)
+    if manifest.get("sha256") != artifact.sha256_file(path):
         raise ValueError(f"{path}: sha256 does not match its manifest (file changed after export)")
     if manifest.get("kind") == "model":
         from .graph import load_model
         return load_model(path, manifest)
-    w = from_json(manifest["workload"])
-    info = resolve(manifest["target"]["tvm_target"])
+    try:
+        w = from_json(manifest["workload"])
+        info = resolve(manifest["target"]["tvm_target"])
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{mpath}: the manifest lacks a field convtvm needs ({e!r})") from None
     from . import devices
     lib = devices.load_library(info, str(path))
     return Module(lib, w, info, manifest.get("schedule", "?"), str(path), packing=manifest.get("packing"))

@@ -1,4 +1,4 @@
-"""Render ``convtvm bench`` result files (schema "convtvm.bench/1") as a report.
+"""Render ``convtvm bench`` result files (schema "convtvm.bench/2", or the older "/1") as a report.
 
 ``render_report(paths, out_dir)`` writes ``out_dir/report.html`` (one
 self-contained file, plots embedded as base64 PNGs) and ``out_dir/report.md``
@@ -27,7 +27,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
-SCHEMA = "convtvm.bench/1"
+SCHEMAS = ("convtvm.bench/2", "convtvm.bench/1")
+OLD_BASELINE = "old baseline"
+OLD_BASELINE_NOTE = (f"Runs marked '{OLD_BASELINE}' (result schema convtvm.bench/1) timed convtvm's bare kernel "
+                     "against torch called through the correctness reference (a separate F.pad, channels-last "
+                     "weights permuted at each call, transposed outputs cropped), which slowed torch by up to "
+                     "3x. Their speedups are not comparable with the others; they stay for the record.")
 NM = "not measured"
 EMULATED = "emulated: correctness only"
 LAG = 0.9  # tuned/torch speedup below this counts as lagging
@@ -82,8 +87,8 @@ def load_result(path):
     for key in ("schema", "machine", "target", "results"):
         if key not in data:
             raise bad(f"missing required key {key!r}")
-    if data["schema"] != SCHEMA:
-        raise bad(f"schema is {data['schema']!r}, expected {SCHEMA!r}")
+    if data["schema"] not in SCHEMAS:
+        raise bad(f"schema is {data['schema']!r}, expected one of {', '.join(SCHEMAS)}")
     check(data["machine"], "dict", "machine", nullable=False)
     check(data["target"], "str", "target", nullable=False)
     check(data["results"], "list", "results", nullable=False)
@@ -469,6 +474,7 @@ def build_blocks(runs):
                + ", ".join(r["_path"] for r in runs)
                + f". Missing values are shown as '{NM}' (n/m in plots). Colours: one per target."),
               ("h", 2, "Cross-target summary"), *_summary(runs), *emu_note,
+              *([("p", OLD_BASELINE_NOTE)] if any(OLD_BASELINE in r["_label"] for r in runs) else []),
               *plot("speedup.png", speedup_figure(runs), "Speedup of tuned convtvm over torch", f"Speedups: {NM}."),
               ("h", 2, "Single-op latency"),
               *plot("latency.png", latency_figure(runs), "Latency per op and target", f"Latencies: {NM}.")]
@@ -550,6 +556,8 @@ def render_report(result_paths, out_dir):
     for r in runs:  # same target twice (or same file twice): both shown, told apart by label and shade
         t = r["target"]
         r["_label"] = t if count[t] == 1 else f"{t} #{seen[t] + 1}"
+        if r["schema"] == SCHEMAS[1] and r["results"]:
+            r["_label"] += f" ({OLD_BASELINE})"
         r["_color"], r["_dup"] = _shade(colors[t], seen[t]), seen[t]
         seen[t] += 1
     blocks = build_blocks(runs)

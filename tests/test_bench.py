@@ -1,23 +1,89 @@
 """convtvm.bench on tiny workloads: what it times and records (no speed is asserted)."""
 
+import pytest
+import torch
+
 import convtvm
-from convtvm import bench
+from convtvm import bench, suites, torch_baseline
+from conftest import rel_err
 
 
-def test_bench_times_torch_in_both_layouts_for_a_channels_last_op(tmp_path):
+def test_bench_times_each_side_as_its_users_call_it(tmp_path):
     ops = {"cl": convtvm.workload("conv2d", in_channels=4, out_channels=8, input_size=(9, 7), kernel_size=3,
                                   padding=1, layout="NHWC"),
            "cf": convtvm.workload("conv1d", in_channels=4, out_channels=4, input_size=(16,), kernel_size=3)}
-    result = bench.bench_ops(ops, "x86", log=tmp_path / "no-log", rounds=2, progress=lambda *_: None)
+    result = bench.bench_ops(ops, "x86", log=tmp_path / "no-log", rounds=2, progress=lambda *_: None,
+                             handicapped_torch=True)
+    assert result["schema"] == "convtvm.bench/2" and result["torch_call_floor_ms"] > 0
     rows = {r["name"]: r for r in result["results"]}
     cl, cf = rows["cl"], rows["cf"]
-    assert set(cl["torch_layouts_ms"]) == {"NHWC", "NCHW"}
+    assert set(cl["torch_layouts_ms"]) == {"contiguous", "channels_last"}
     assert cl["timings_ms"]["torch"] == min(cl["torch_layouts_ms"].values())
-    assert set(cf["torch_layouts_ms"]) == {"NCW"}
+    assert set(cf["torch_layouts_ms"]) == {"contiguous"}  # torch has no channels-last 1D format
     for r in (cl, cf):
-        assert r["timings_ms"]["convtvm_tuned"] is None and r["timings_ms"]["convtvm_untuned"] > 0
+        t = r["timings_ms"]
+        assert "convtvm_tuned" not in t and r["schedule"] == "fallback"
+        for k in ("convtvm_untuned", "convtvm_untuned_kernel", "torch", "torch_prepacked", "torch_reference_path"):
+            assert t[k] > 0, k
         assert r["max_rel_error"] <= 1e-4
-    assert "(N" in bench.table(result).split("\n")[2]  # the table names torch's faster layout
+    assert "(channels_last)" in bench.table(result) or "(contiguous)" in bench.table(result)
+
+
+REPS = suites.representative()
+ODD = {  # shapes where the plain call and the reference part ways: per-side pads, cropped transposes
+    "asym_conv": convtvm.workload("conv2d", in_channels=6, out_channels=4, input_size=(9, 8), kernel_size=(3, 2),
+                                  stride=(2, 1), padding=((1, 2), (0, 1)), dilation=(1, 2), groups=2, bias=True),
+    "asym_conv_nhwc": convtvm.workload("conv2d", in_channels=6, out_channels=4, input_size=(9, 8), kernel_size=3,
+                                       padding=((0, 1), (2, 1)), layout="NHWC"),
+    "same_even": convtvm.workload("conv1d", in_channels=3, out_channels=5, input_size=(11,), kernel_size=4,
+                                  padding="same", layout="NWC"),
+    "asym_transposed": convtvm.workload("conv_transpose2d", in_channels=4, out_channels=6, input_size=(5, 5),
+                                        kernel_size=4, stride=2, padding=((1, 2), (0, 1)), output_padding=1),
+    "transposed_3d": convtvm.workload("conv_transpose3d", in_channels=4, out_channels=4, input_size=(3, 4, 5),
+                                      kernel_size=3, stride=2, padding=1, output_padding=(1, 0, 1), groups=2,
+                                      dilation=(1, 2, 1), bias=True, layout="NDHWC"),
+}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, for the prepacked contender
+@pytest.mark.parametrize("name", [*REPS, *ODD])
+def test_torch_as_users_call_it_gives_the_reference_result_in_every_memory_format(name, seed):
+    """The benchmark's torch contender is a separate, plain function: it must compute what the
+    correctness reference computes, in each memory format it is timed in."""
+    w = REPS.get(name) or ODD[name]
+    xs = w.random_inputs(seed=seed)
+    ref = w.reference(*xs)
+    for fmt in torch_baseline.memory_formats(w.ndim):
+        fn, x = torch_baseline.contender(w, xs, fmt)
+        with torch.no_grad():
+            y = fn(x)
+        assert rel_err(bench._to_layout(y, w), ref) <= 1e-5, fmt
+        packed = torch_baseline.prepacked(fn, x)
+        if packed is not None:
+            assert rel_err(bench._to_layout(packed(x), w), ref) <= 1e-4, f"prepacked {fmt}"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torch_contender_passes_padding_to_the_conv_and_pads_only_per_side_pairs():
+    """No F.pad where torch's conv takes the padding itself; F.pad where the pads differ per side."""
+    import torch.nn.functional as F
+    pads = []
+    real_pad = F.pad
+
+    def counting_pad(*a, **k):
+        pads.append(a[1])
+        return real_pad(*a, **k)
+    ansor = suites.suite("ansor")
+    for name, expect in (("C2D-3", 0), ("T2D-2", 0), ("asym_conv", 1), ("asym_transposed", 0)):
+        w = ansor.get(name) or ODD[name]
+        fn, x = torch_baseline.contender(w, w.random_inputs(), "contiguous")
+        pads.clear()
+        F.pad = counting_pad
+        try:
+            fn(x)
+        finally:
+            F.pad = real_pad
+        assert len(pads) == expect, name
 
 
 def test_tvm_kernels_run_on_every_core_torch_gets():

@@ -1,4 +1,4 @@
-"""Tests for convtvm.report on small synthetic convtvm.bench/1 result files."""
+"""Tests for convtvm.report on small synthetic convtvm.bench/2 result files."""
 import copy
 import json
 import math
@@ -19,7 +19,7 @@ def _op(name, variant, flops, tuned, untuned, torch, err=1e-6, trials=64):
 
 
 X86 = {
-    "schema": "convtvm.bench/1", "date": "2026-11-23T15:04:05Z", "machine": MACHINE,
+    "schema": "convtvm.bench/2", "date": "2026-11-23T15:04:05Z", "machine": MACHINE,
     "target": "x86", "target_detail": {"kind": "llvm"}, "emulated": False, "threads": 2,
     "peak_gflops": 190.0, "peak_source": "given",
     "results": [_op("C2D", "conv2d", 231211008, 1.2, 5.0, 1.5),
@@ -34,7 +34,7 @@ X86 = {
 }
 
 CUDA = {
-    "schema": "convtvm.bench/1", "date": "2026-11-23T16:00:00Z",
+    "schema": "convtvm.bench/2", "date": "2026-11-23T16:00:00Z",
     "machine": dict(MACHINE, gpu="NVIDIA H100"), "target": "cuda", "threads": 1,
     "peak_gflops": None, "peak_source": None,
     "results": [_op("C2D", "conv2d", 231211008, 0.05, 0.6, 0.08, trials=256),
@@ -43,7 +43,7 @@ CUDA = {
 }  # no models: EfficientNet on cuda is "not measured"
 
 ARM_EMU = {
-    "schema": "convtvm.bench/1", "date": "2026-11-23T17:00:00Z",
+    "schema": "convtvm.bench/2", "date": "2026-11-23T17:00:00Z",
     "machine": dict(MACHINE, cpu="qemu-aarch64"), "target": "arm", "emulated": True, "threads": 2,
     "peak_gflops": None, "peak_source": None,
     "results": [_op("C2D", "conv2d", 231211008, 0.7771, 4.3219, 1.2347, err=3.5e-7)],
@@ -222,3 +222,16 @@ def test_a_model_row_per_run_that_measured_it_and_per_target_none_did(tmp_path):
     rows = [line for line in section.splitlines() if "| efficientnet_v2_s |" in line]
     assert [r.split(" | ")[0] for r in rows] == ["| x86 #2", "| cuda"]
     assert "| 30 |" in rows[0] and rows[1].count("not measured") >= 8
+
+
+def test_an_old_baseline_op_run_is_labelled_and_explained(tmp_path):
+    """Result files of schema convtvm.bench/1 timed torch through the handicapped reference: their
+    column says so, and the report says why they are not comparable."""
+    old = _write(tmp_path, "old.json", dict(X86, schema="convtvm.bench/1"))
+    new = _write(tmp_path, "new.json", X86)
+    _, md_path = report.render_report([old, new], tmp_path / "out")
+    md = md_path.read_text()
+    assert "## Run x86 #1 (old baseline)" in md and "## Run x86 #2:" in md
+    assert report.OLD_BASELINE_NOTE in md
+    _, md_path = report.render_report([new], tmp_path / "out2")
+    assert report.OLD_BASELINE_NOTE not in md_path.read_text()

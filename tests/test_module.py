@@ -1,0 +1,178 @@
+"""A compiled module as a user calls, binds, exports and loads it: torch tensors of any alignment and
+stride, bound weights, files written atomically and only over regular files, a sealed manifest."""
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+
+import convtvm
+from convtvm import artifact, module, suites, tuning
+from conftest import rel_err
+
+
+@pytest.fixture(scope="module")
+def nhwc():
+    w = convtvm.workload("conv2d", in_channels=16, out_channels=16, input_size=(9, 9), padding=1, layout="NHWC",
+                         bias=True)
+    return w, convtvm.build(w, "x86", tuning_log=None)
+
+
+def _misaligned(a: np.ndarray) -> torch.Tensor:
+    """``a`` as a torch tensor whose data starts 4 bytes past a 64-byte boundary (as x[1:] of a batch)."""
+    buf = torch.zeros(a.size + 16, dtype=torch.float32)
+    base = (64 - buf.data_ptr() % 64) % 64 // 4
+    t = buf[base + 1:base + 1 + a.size].view(a.shape)
+    t.copy_(torch.from_numpy(a))
+    assert t.data_ptr() % 64 == 4
+    return t
+
+
+def test_misaligned_and_strided_torch_inputs_are_copied_and_give_torchs_answer(nhwc, seed):
+    """A channels-last kernel assumes 64-byte aligned, dense inputs: a misaligned one (torch.from_numpy,
+    x[1:]) segfaulted, a strided one read wrong memory. Both must give torch's answer."""
+    w, m = nhwc
+    xs = w.random_inputs(seed=seed)
+    ref = w.reference(*xs)
+    data, weight, bias = (_misaligned(a) for a in xs)
+    assert rel_err(m(data, weight, bias).numpy(), ref) <= 1e-4
+    strided = torch.from_numpy(np.ascontiguousarray(np.swapaxes(xs[0], 1, 2))).transpose(1, 2)
+    assert not strided.is_contiguous()
+    grad = torch.from_numpy(xs[1]).clone().requires_grad_()
+    neg = torch._neg_view(torch.from_numpy(-xs[2]))
+    assert neg.is_neg()
+    assert rel_err(m(strided, grad, neg).numpy(), ref) <= 1e-4
+    assert rel_err(m.bind(weight, bias)(data).numpy(), ref) <= 1e-4
+
+
+def test_an_aligned_dense_torch_input_is_passed_as_it_is():
+    x = torch.arange(105.0).view(3, 5, 7)
+    assert x.data_ptr() % module.ALIGNMENT == 0
+    assert module._torch_arg(x, "data").data_ptr() == x.data_ptr()  # zero-copy
+    for odd in (_misaligned(np.ones((3, 5, 7), np.float32)), x.transpose(0, 2)):
+        y = module._torch_arg(odd, "data")
+        assert y.data_ptr() != odd.data_ptr() and y.data_ptr() % module.ALIGNMENT == 0 and y.is_contiguous()
+        assert torch.equal(y, odd)
+
+
+@pytest.mark.parametrize("bad, message", [([1, 2], "must be a numpy array or a torch tensor, got list"),
+                                          (None, "must be a numpy array or a torch tensor, got NoneType")])
+def test_call_arguments_that_are_not_arrays_are_refused_by_name(nhwc, bad, message):
+    w, m = nhwc
+    xs = w.random_inputs()
+    with pytest.raises(ValueError, match=f"input 'data' {message}"):
+        m(bad, *xs[1:])
+    with pytest.raises(ValueError, match=f"input 'weight' {message}"):
+        m.bind(bad, xs[2])
+
+
+def test_bind_gives_what_a_full_call_gives_numpy_and_torch(nhwc, seed):
+    w, m = nhwc
+    xs = w.random_inputs(seed=seed)
+    bound = m.bind(*xs[1:])
+    assert np.array_equal(bound(xs[0]), m(*xs))
+    y = bound(torch.from_numpy(xs[0]))
+    assert isinstance(y, torch.Tensor) and rel_err(y.numpy(), w.reference(*xs)) <= 1e-4
+    with pytest.raises(ValueError, match="input 'data' has shape"):
+        bound(xs[0][:, 1:])
+    with pytest.raises(ValueError, match=r"takes 2 inputs \(weight, bias\), got 1"):
+        m.bind(xs[1])
+
+
+def test_bind_packs_a_tuned_kernels_weights_once(seed):
+    """A tuned kernel that reads its weights packed (the shipped depthwise-separable record): the bound
+    call runs ``prepacked`` on weights packed at bind, and a change to the caller's weight array after
+    binding does not reach it."""
+    w, log = suites.suite("extras")["DWS"], tuning.ROOT / "tuning_logs" / "x86-znver3"
+    m = convtvm.build(w, tuning.log_target(log), tuning_log=log)  # its own CPU's code runs on a newer one
+    assert m.schedule == "tuned" and m.packing is not None
+    xs = w.random_inputs(seed=seed)
+    ref = w.reference(*xs)
+    consts = [x.copy() for x in xs[1:]]
+    bound = m.bind(*consts)
+    assert bound._fname == "prepacked"
+    consts[0][...] = 0  # packed at bind: later edits of the caller's array are not seen
+    assert rel_err(bound(torch.from_numpy(xs[0])).numpy(), ref) <= 1e-4
+
+
+# ------------------------------------------------------------------------------------------ files
+def test_export_writes_readable_regular_files_and_load_checks_them(nhwc, tmp_path, seed):
+    w, m = nhwc
+    path = tmp_path / "conv.so"
+    m.export(path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE(os.stat(str(path) + ".json").st_mode) == 0o666 & ~mask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conv.so", "conv.so.json"]  # no temp left
+    xs = w.random_inputs(seed=seed)
+    assert rel_err(convtvm.load(path)(*xs), w.reference(*xs)) <= 1e-4
+
+
+@pytest.mark.parametrize("kind", ["folder", "manifest folder", "symlink", "empty", "device"])
+def test_export_replaces_nothing_but_a_regular_file(nhwc, tmp_path, kind):
+    _, m = nhwc
+    path = tmp_path / "d.so"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "manifest folder":
+        (tmp_path / "d.so.json").mkdir()
+    elif kind == "symlink":
+        (tmp_path / "real.so").write_text("keep")
+        path.symlink_to(tmp_path / "real.so")
+    elif kind == "empty":
+        path = ""
+    else:
+        path = "/dev/null"
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ValueError, match="is empty|only a regular file is ever replaced"):
+        m.export(path)
+    assert sorted(os.listdir(tmp_path)) == before  # no orphan manifest, no temp file
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    if kind == "symlink":
+        assert (tmp_path / "real.so").read_text() == "keep"
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["workload"].update(dilation=2),
+    lambda m: m["workload"].update(padding=0),
+    lambda m: m["target"]["tvm_target"].update(mcpu="znver3"),
+    lambda m: m.update(schedule="tuned"),
+    lambda m: m.update(created="2020-01-01T00:00:00Z"),
+])
+def test_an_edited_manifest_is_refused(nhwc, tmp_path, edit):
+    _, m = nhwc
+    path = tmp_path / "conv.so"
+    m.export(path)
+    mpath = tmp_path / "conv.so.json"
+    manifest = json.loads(mpath.read_text())
+    edit(manifest)
+    mpath.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="edited after export"):
+        convtvm.load(path)
+
+
+@pytest.mark.parametrize("text, message", [("not json", "not valid JSON"), ("", "not valid JSON"),
+                                           ("[1, 2]", "must be a JSON object"), ("{}", "has no manifest_sha256")])
+def test_a_malformed_manifest_is_refused_by_name(nhwc, tmp_path, text, message):
+    _, m = nhwc
+    path = tmp_path / "conv.so"
+    m.export(path)
+    (tmp_path / "conv.so.json").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        convtvm.load(path)
+
+
+def test_a_sealed_manifest_without_a_workload_is_refused_by_name(nhwc, tmp_path):
+    _, m = nhwc
+    path = tmp_path / "conv.so"
+    m.export(path)
+    mpath = tmp_path / "conv.so.json"
+    manifest = json.loads(mpath.read_text())
+    del manifest["workload"]
+    mpath.write_text(json.dumps(artifact.seal(manifest)))
+    with pytest.raises(ValueError, match="lacks a field convtvm needs"):
+        convtvm.load(path)
