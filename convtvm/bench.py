@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from . import torch_baseline
+from . import records, torch_baseline
 from .targets import cpu_threads, resolve
 
 FLOPS_PER_CYCLE = {"x86": 32, "arm": 8}  # per core: AVX2 2 FMA x 8 fp32 x 2; NEON 1 FMA x 4 x 2
@@ -104,7 +104,9 @@ SMALL_OP_MS = 0.05  # below this, call overheads are reported beside the times
 
 def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progress=print,
               handicapped_torch: bool = False) -> dict:
-    """Time each workload as its users call it, interleaved, medians (schema "convtvm.bench/2"):
+    """Time each workload as its users call it, interleaved, medians (schema "convtvm.bench/2").
+    ``log``: the tuned side's records, as ``build``'s ``tuning_log`` (None: the default records).
+
 
     - ``convtvm_tuned``: the tuned module bound to its weights (``m.bind``), called from Python on a torch
       tensor (None when the log holds no record for it); ``convtvm_tuned_kernel``: its bare kernel
@@ -118,23 +120,21 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
 
     For ops whose convtvm call takes under SMALL_OP_MS, ``call_overhead_ms`` gives convtvm's (call
     minus kernel); the result's ``torch_call_floor_ms`` is torch's (a 1x1 conv2d on one pixel)."""
-    from . import build, tuning
+    from . import build
     from .reference import torch_fn
 
     info = resolve(target)
     if info.is_remote:
         raise ValueError(f"bench runs on this machine; target {info.kind} is not local here")
     threads = same_threads()
-    log = log or tuning.default_log(info)
     results = []
     for name, w in workloads.items():
         xs = w.random_inputs(seed=1)
         ref = w.reference(*xs)
-        mods = {"convtvm_untuned": build(w, info)}
-        if Path(log).exists():
-            tuned = build(w, info, tuning_log=log)  # its best record that reproduces torch, if any
-            if tuned.schedule == "tuned":
-                mods["convtvm_tuned"] = tuned
+        mods = {"convtvm_untuned": build(w, info, tuning_log=False)}
+        tuned = build(w, info, tuning_log=log)  # its best record that reproduces torch, if any
+        if tuned.schedule != "fallback":
+            mods["convtvm_tuned"] = tuned
         x_user = torch_tensor(xs[0])  # the data as a torch user holds it: torch-allocated
         calls = {k: (m.bind(*xs[1:]), x_user) for k, m in mods.items()}
         errors = {k: _rel_err(f(x).numpy(), ref) for k, (f, x) in calls.items()}
@@ -160,7 +160,7 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
         timings.update(torch=min(torch_ms.values()), torch_prepacked=min(packed_ms) if packed_ms else None)
         best = "convtvm_tuned" if "convtvm_tuned" in ms else "convtvm_untuned"
         row = {"name": name, "variant": w.variant, "params": w.to_json(), "flops": w.flops,
-               "trials": _record_trials(log, info, w) if "convtvm_tuned" in mods else None,
+               "trials": _record_trials(tuned.schedule_source, w) if "convtvm_tuned" in mods else None,
                "schedule": mods.get("convtvm_tuned", mods["convtvm_untuned"]).schedule,
                "timings_ms": {k: v for k, v in timings.items() if v is not None},
                "torch_layouts_ms": torch_ms, "max_rel_error": max(errors.values())}
@@ -173,7 +173,8 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
             "machine": machine(), "target": info.kind, "target_detail": json.loads(info.target_json),
             "emulated": False, "threads": threads, "peak_gflops": peak, "peak_source": "given" if peak else None,
             "timed_as": TIMED_AS, "torch_call_floor_ms": torch_call_floor_ms(rounds),
-            "results": results, "models": [], "tuning_curves": tuning_curves(log, info, workloads)}
+            "results": results, "models": [],
+            "tuning_curves": tuning_curves(log or records.shipped_log(info), workloads)}
 
 
 SCHEMA = "convtvm.bench/2"
@@ -234,19 +235,19 @@ def _rel_err(y, ref) -> float:
     return float(np.abs(np.asarray(y) - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
-def _record_trials(log, info, w) -> int | None:
+def _record_trials(log, w) -> int | None:
     """Trials measured for this workload in the log (the shipped, pruned logs record it in
     trials.json; otherwise count the records)."""
-    meta = Path(log) / "trials.json"
-    if meta.exists():
+    meta = Path(log) / "trials.json" if log else None
+    if meta and meta.exists():
         counts = json.loads(meta.read_text())
         return counts.get(w.key)
     return None
 
 
-def tuning_curves(log, info, workloads) -> list:
-    meta = Path(log) / "curves.json"
-    if not meta.exists():
+def tuning_curves(log, workloads) -> list:
+    meta = Path(log) / "curves.json" if log else None
+    if not meta or not meta.exists():
         return []
     curves = json.loads(meta.read_text())
     return [{"name": name, "points": curves[w.key]} for name, w in workloads.items() if w.key in curves]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, artifact
+from . import __version__, artifact, records
 from .artifact import write_json_atomic  # noqa: F401 - callers import it from here
 from .targets import TargetInfo, resolve
 from .variants import Workload, from_json
@@ -17,8 +17,12 @@ _DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
 
 
 def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Module":
-    """Compile a workload for a target: the best tuning record when the log has one, otherwise the
-    target's fallback schedule from schedules/."""
+    """Compile a workload for a target. ``tuning_log``: None (the default) applies the default records
+    (``records.default_schedule``: the user's log, the shipped one, or one carried over from the nearest
+    CPU's); a folder applies that log's records only; False applies none. Without a record that
+    reproduces torch here, the target's fallback schedule from schedules/. The Module's ``schedule`` says
+    which ran ("tuned", "carried over" or "fallback") and ``schedule_source`` from which log.
+    Raises ValueError for a log that is not a folder or is for another target."""
     import tvm
 
     from . import fallback, tuning
@@ -27,16 +31,22 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
     if info.kind == "cuda":
         from . import cuda
         cuda.register()  # compile device code ahead of time with the chosen compiler, for the target's arch
-    record = tuning.best_schedule(w, info, tuning_log) if tuning_log else None
-    packing = None
-    if record is not None:
-        mod, schedule = record, "tuned"
-        mod, packing = split_weight_packing(mod, w)
+    if tuning_log is None:
+        chosen = records.default_schedule(w, info)
+    elif tuning_log is False:
+        chosen = records.Schedule(None, "fallback", None)
     else:
-        mod, schedule = fallback.apply(w.prim_func(), info.kind, info.config["fallback"], info.target), "fallback"
+        mod = tuning.best_schedule(w, info, tuning_log)
+        chosen = records.Schedule(mod, "tuned" if mod is not None else "fallback",
+                                  str(tuning_log) if mod is not None else None)
+    packing = None
+    if chosen.mod is not None:
+        mod, packing = split_weight_packing(chosen.mod, w)
+    else:
+        mod = fallback.apply(w.prim_func(), info.kind, info.config["fallback"], info.target)
     with info.target:
         lib = tvm.compile(mod, target=info.target)
-    return Module(lib, w, info, schedule, packing=packing)
+    return Module(lib, w, info, chosen.kind, packing=packing, schedule_source=chosen.source)
 
 
 def split_weight_packing(mod, w: Workload):
@@ -123,13 +133,15 @@ class Module:
     ``m.bind(*constants)`` returns a callable of the data alone."""
 
     def __init__(self, lib, workload: Workload, target: TargetInfo, schedule: str, path: str | None = None,
-                 packing: dict | None = None):
+                 packing: dict | None = None, schedule_source: str | None = None):
         self.lib, self.workload, self.target, self.schedule, self.path = lib, workload, target, schedule, path
+        self.schedule_source = schedule_source  # the log the record came from; None for the fallback
         self.packing = packing  # see split_weight_packing; None: the kernel reads the weights as given
         self._remote = None
 
     def __repr__(self) -> str:
-        return f"<convtvm.Module {self.workload} on {self.target.tag} ({self.schedule})>"
+        source = f" from {self.schedule_source}" if self.schedule_source else ""
+        return f"<convtvm.Module {self.workload} on {self.target.tag} ({self.schedule}{source})>"
 
     # -- calling ----------------------------------------------------------------------------------
     def check_inputs(self, xs, names=None, shapes=None) -> None:
@@ -216,7 +228,8 @@ class Module:
     def export(self, path) -> str:
         """Write ``path`` (a shared library) and ``path.json`` (its sealed manifest), each atomically.
         Raises ValueError when either path exists and is not a regular file."""
-        fields = {"workload": self.workload.to_json(), "schedule": self.schedule, "packing": self.packing}
+        fields = {"workload": self.workload.to_json(), "schedule": self.schedule,
+                  "schedule_source": self.schedule_source, "packing": self.packing}
         self.path = export_with_manifest(path, self.lib, self.target, fields)
         return self.path
 
@@ -318,4 +331,5 @@ def load(path) -> Module:
         raise ValueError(f"{mpath}: the manifest lacks a field convtvm needs ({e!r})") from None
     from . import devices
     lib = devices.load_library(info, str(path))
-    return Module(lib, w, info, manifest.get("schedule", "?"), str(path), packing=manifest.get("packing"))
+    return Module(lib, w, info, manifest.get("schedule", "?"), str(path), packing=manifest.get("packing"),
+                  schedule_source=manifest.get("schedule_source"))

@@ -1,8 +1,12 @@
 import os
 import secrets
+import tempfile
 
 import numpy as np
 import pytest
+
+# Default builds keep the records they carry over in a cache folder: the tests' own, never the user's.
+os.environ["CONVTVM_CACHE"] = tempfile.mkdtemp(prefix="convtvm-test-cache-")
 
 # Fresh random inputs on every run; the seed is printed so a failure can be replayed.
 SEED = int(os.environ.get("CONVTVM_TEST_SEED", secrets.randbelow(1 << 31)))

@@ -1,0 +1,169 @@
+"""Which tuning records a default build applies, and where they come from.
+
+A build that names no log (``build(w)``, ``compile_model(...)``, ``convtvm check``, ``convtvm bench``)
+looks for a record of its workload, in this order:
+
+1. the user's log, ``<cache>/tuning_logs/<target tag>`` (``<cache>`` is ``$CONVTVM_CACHE``, default
+   ``~/.cache/convtvm``): records the user tuned, and records carried over by step 3;
+2. the shipped log of this target, ``tuning_logs/<target tag>`` (read-only: nothing writes there);
+3. on an x86 CPU that no shipped log is for, the nearest shipped log's record of the workload (the same
+   vector ISA first: AVX-512 from an AVX-512 CPU's log, AVX2 from an AVX2 one's), replayed for this
+   CPU, compiled, checked against PyTorch and timed here, then kept in the user's log. That costs one
+   workload's compile and check on its first build, never a whole log's carry-over.
+
+A record is applied only when its kernel reproduces PyTorch's result on this machine (see
+``tuning.best_record``); otherwise the build falls back to the target's untuned schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import artifact, tuning
+from .targets import ROOT, TargetInfo
+from .variants import Workload
+
+SHIPPED = ROOT / "tuning_logs"
+CARRIED = "carried.json"  # in a user's log: workload key -> the shipped log its record was carried from
+_told: set = set()  # target tags whose record source this process has announced
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CONVTVM_CACHE") or Path.home() / ".cache" / "convtvm")
+
+
+def user_log(info: TargetInfo) -> Path:
+    return cache_dir() / "tuning_logs" / info.tag
+
+
+def shipped_log(info: TargetInfo) -> Path | None:
+    log = SHIPPED / info.tag
+    return log if (log / "target.json").is_file() else None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What a build applies: ``mod`` (the scheduled IRModule, None for the fallback), ``kind`` ("tuned",
+    "carried over" or "fallback") and ``source`` (the log it came from, or None)."""
+
+    mod: object
+    kind: str
+    source: str | None
+
+
+def default_schedule(w: Workload, info: TargetInfo) -> Schedule:
+    """The record a build of ``w`` for ``info`` applies when no log is named (see the module doc)."""
+    mine = user_log(info)
+    for log in (mine, shipped_log(info)):
+        if log is not None and (log / "target.json").is_file():
+            mod = tuning.best_schedule(w, info, log)
+            if mod is not None:
+                donor = _carried(log).get(w.key) if log == mine else None
+                return Schedule(mod, "carried over" if donor else "tuned", str(SHIPPED / donor if donor else log))
+    if info.kind == "x86" and not info.is_remote and shipped_log(info) is None:
+        for donor in donor_logs(info):
+            mod = carry_over(w, info, donor)
+            if mod is not None:
+                return Schedule(mod, "carried over", str(donor))
+    return Schedule(None, "fallback", None)
+
+
+def _carried(log: Path) -> dict:
+    try:
+        return json.loads((log / CARRIED).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def isa(info: TargetInfo) -> tuple[bool, bool]:
+    """(AVX-512, AVX2) of an x86 target's mcpu, as LLVM knows it."""
+    from tvm.target import codegen
+    t = info.target
+    return bool(codegen.llvm_cpu_has_features(["avx512f"], t)), bool(codegen.llvm_cpu_has_features(["avx2"], t))
+
+
+def donor_logs(info: TargetInfo) -> list[Path]:
+    """The shipped logs of ``info``'s kind, nearest first: same AVX-512 and AVX2 support, then same
+    AVX-512 support, then the rest (by name, for a stable order)."""
+    mine = isa(info)
+    logs = []
+    for log in sorted(SHIPPED.glob(f"{info.kind}-*")):
+        if not (log / "target.json").is_file() or log.name == info.tag:
+            continue
+        theirs = isa(tuning.log_target(log))
+        logs.append(((theirs != mine) + (theirs[0] != mine[0]), log))
+    return [log for _, log in sorted(logs, key=lambda t: t[0])]
+
+
+def carry_over(w: Workload, info: TargetInfo, donor: Path):
+    """``w``'s best record in the log ``donor`` (another CPU's), replayed and compiled for ``info``,
+    checked against PyTorch and timed here; kept in the user's log when it passes. Returns the
+    scheduled IRModule, or None when ``donor`` holds no record of ``w`` that passes here."""
+    records, mod = _donor_records(w, info, donor)
+    record = next((r for r in records[:3] if tuning._reproduces_torch(w, info, mod, r)), None)
+    if record is None:
+        return None
+    _announce(info, donor)
+    secs = _time_here(w, info, mod, record)
+    _keep(w, info, mod, record, secs, donor)
+    return tuning.scheduled(mod, record)
+
+
+def _donor_records(w: Workload, info: TargetInfo, donor: Path):
+    """(the records of ``w`` that ``donor`` measured on its own CPU, fastest first; ``w``'s tuning
+    IRModule). None is run here for the donor's CPU: its code may use instructions this CPU lacks."""
+    donor_key = tuning._target_key(json.loads(tuning.log_target(donor).target_json))
+    mod = tuning.tuned_ir_module(w, info)
+    with tempfile.TemporaryDirectory(prefix="convtvm_donor_") as tmp:
+        for name in tuning.DB_FILES:
+            if (donor / name).exists():
+                shutil.copyfile(donor / name, Path(tmp) / name)
+        db = tuning._open_db(Path(tmp))
+        if not db.has_workload(mod):
+            return [], mod
+        records = [r for r in db.get_top_k(db.commit_workload(mod), 1 << 30)
+                   if tuning._target_key(r.target.export()) == donor_key and r.run_secs]
+    return records, mod
+
+
+def _time_here(w: Workload, info: TargetInfo, mod, record) -> float:
+    """Seconds per call of the record's kernel on this machine (a short measurement: a starting point
+    for tuning here, not a benchmark)."""
+    import tvm
+    with info.target:
+        lib = tvm.compile(tuning.scheduled(mod, record), target=info.target)
+    args = [tvm.runtime.tensor(a) for a in w.random_inputs(seed=3)] + [tvm.runtime.empty(w.output_shape, w.dtype)]
+    timer = getattr(lib, "mod", lib).time_evaluator("main", tvm.cpu(), number=3, repeat=3)
+    return min(timer(*args).results)
+
+
+def _keep(w: Workload, info: TargetInfo, mod, record, secs: float, donor: Path) -> None:
+    """Add the carried record to the user's log, as one measured on ``info``, atomically."""
+    from tvm.s_tir import meta_schedule as ms
+    log = user_log(info)
+    log.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="convtvm_carry_") as tmp:
+        work = Path(tmp)
+        for name in tuning.DB_FILES:
+            if (log / name).exists():
+                shutil.copyfile(log / name, work / name)
+        db = tuning._open_db(work)
+        db.commit_tuning_record(ms.database.TuningRecord(record.trace, db.commit_workload(mod), [secs],
+                                                         info.target, record.args_info))
+        tuning._sync(work, log, info)
+    artifact.write_json_atomic(log / CARRIED, {**_carried(log), w.key: donor.name})
+
+
+def _announce(info: TargetInfo, donor: Path) -> None:
+    if info.tag in _told:
+        return
+    _told.add(info.tag)
+    print(f"convtvm: no shipped records for {info.tag}; carrying {donor.name}'s over, one workload at a time "
+          f"(each checked against torch here), into {user_log(info)}", file=sys.stderr)
+

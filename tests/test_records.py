@@ -1,0 +1,74 @@
+"""Default records: a build that names no log applies the shipped records of its CPU, or carries the
+nearest CPU's over one workload at a time into the user's cache; the shipped logs are never written."""
+
+import shutil
+
+import pytest
+
+import convtvm
+from convtvm import records, suites, tuning
+from convtvm.targets import resolve
+from conftest import rel_err
+
+DEP4 = suites.suite("ansor")["DEP-4"]
+
+
+def _tree(path):
+    return sorted((p.relative_to(path), p.stat().st_mtime_ns, p.stat().st_size) for p in path.rglob("*"))
+
+
+@pytest.fixture
+def only_other_cpus_shipped(tmp_path, monkeypatch):
+    """Shipped logs of two other CPUs (an AVX-512 one and an AVX2 one), none of this one's, and an
+    empty user cache."""
+    shipped = tmp_path / "shipped"
+    for tag in ("x86-znver5", "x86-znver3"):
+        shutil.copytree(records.SHIPPED / tag, shipped / tag)
+    monkeypatch.setattr(records, "SHIPPED", shipped)
+    monkeypatch.setenv("CONVTVM_CACHE", str(tmp_path / "cache"))
+    info = resolve("x86")
+    if info.tag in ("x86-znver5", "x86-znver3"):
+        shutil.rmtree(shipped / info.tag)  # this CPU: no log of its own
+    return shipped, info
+
+
+def test_a_cpu_without_a_shipped_log_carries_records_over_per_workload(only_other_cpus_shipped, seed):
+    shipped, info = only_other_cpus_shipped
+    before = _tree(shipped)
+    m = convtvm.build(DEP4)
+    assert m.schedule == "carried over" and m.schedule_source == str(records.donor_logs(info)[0])
+    xs = DEP4.random_inputs(seed=seed)
+    assert rel_err(m(*xs), DEP4.reference(*xs)) <= 1e-4
+    mine = records.user_log(info)
+    assert tuning.log_target(mine).tag == info.tag  # kept as a record measured here
+    again = convtvm.build(DEP4)  # from the cache now: no carry-over twice
+    assert again.schedule == "carried over" and again.schedule_source == m.schedule_source
+    assert tuning.best_schedule(DEP4, info, mine) is not None
+    assert _tree(shipped) == before  # the shipped logs are read, never written
+    assert convtvm.build(DEP4, tuning_log=False).schedule == "fallback"
+
+
+def test_a_workload_no_log_holds_falls_back(only_other_cpus_shipped):
+    w = convtvm.workload("conv2d", in_channels=5, out_channels=7, input_size=(9, 9))
+    m = convtvm.build(w)
+    assert m.schedule == "fallback" and m.schedule_source is None
+    assert not (records.user_log(only_other_cpus_shipped[1]) / tuning.DB_FILES[1]).exists()
+
+
+@pytest.mark.parametrize("mcpu, nearest", [("znver4", "x86-znver5"), ("sapphirerapids", "x86-znver5"),
+                                           ("haswell", "x86-znver3"), ("alderlake", "x86-znver3")])
+def test_the_nearest_log_shares_the_vector_isa(mcpu, nearest):
+    info = resolve({"kind": "llvm", "mcpu": mcpu, "num-cores": 2})
+    assert records.donor_logs(info)[0].name == nearest
+
+
+def test_a_log_of_this_cpu_is_applied_as_tuned(tmp_path, monkeypatch):
+    """With a log shipped for this CPU (here: one tuned in the test), a default build applies it."""
+    info = resolve("x86")
+    shipped = tmp_path / "shipped"
+    w = convtvm.workload("conv1d", in_channels=8, out_channels=8, input_size=(16,), kernel_size=3)
+    convtvm.tune(w, info, trials=4, log=shipped / info.tag, trials_per_iter=4, seed=1, progress=lambda *_: None)
+    monkeypatch.setattr(records, "SHIPPED", shipped)
+    monkeypatch.setenv("CONVTVM_CACHE", str(tmp_path / "cache"))
+    m = convtvm.build(w)
+    assert m.schedule == "tuned" and m.schedule_source == str(shipped / info.tag)
