@@ -252,7 +252,25 @@ def _cpu(func, cfg) -> tvm.IRModule:
     return sch.mod
 
 
+def _work(sch: Schedule, block) -> int:
+    """Iterations of a block's loop nest (multiply-adds for a convolution)."""
+    work = 1
+    for lp in sch.get_loops(block):
+        work *= int(sch.get(lp).extent)
+    return work
+
+
+def _parallel(sch: Schedule, loop, work: int, cfg) -> None:
+    """Parallelise ``loop`` only where the block is worth the threads' fork and join: at least
+    ``parallel_min_work`` iterations (schedules/<target>.json; measured, see docs/design.md). A smaller
+    op runs on one thread: on two cores the fork-join costs more than it gains, and waits a scheduler
+    tick whenever another process holds a core."""
+    if work >= cfg.get("parallel_min_work", 0):
+        sch.parallel(loop)
+
+
 def _tile_reduction(sch: Schedule, red, wb, cfg) -> None:
+    work = _work(sch, red)
     loops = sch.get_loops(red)
     kinds = [iv.iter_type for iv in sch.get(red).iter_vars]
     spatial = [lp for lp, k in zip(loops, kinds) if k != _REDUCE]
@@ -274,7 +292,7 @@ def _tile_reduction(sch: Schedule, red, wb, cfg) -> None:
     inner.append(in1)
     sch.reorder(*spatial, *reduce, *inner)
     fused = sch.fuse(*spatial)
-    sch.parallel(fused)
+    _parallel(sch, fused, work, cfg)
     sch.annotate(fused, "pragma_auto_unroll_max_step", cfg["unroll_max_step"])
     sch.annotate(fused, "pragma_unroll_explicit", 1)
     sch.reverse_compute_at(wb, fused)
@@ -294,6 +312,7 @@ def _vectorize_last(sch, block, lanes) -> None:
 
 
 def _elementwise(sch: Schedule, block, cfg) -> None:
+    work = _work(sch, block)
     loops = sch.get_loops(block)
     extent = int(sch.get(loops[-1]).extent)
     lanes = _pick(extent, cfg["vector_lanes"])
@@ -301,4 +320,4 @@ def _elementwise(sch: Schedule, block, cfg) -> None:
         outer, inner = sch.split(loops[-1], [None, lanes])
         sch.vectorize(inner)
         loops = [*loops[:-1], outer]
-    sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+    _parallel(sch, sch.fuse(*loops) if len(loops) > 1 else loops[0], work, cfg)
