@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import weakref
+from pathlib import Path
 
 import numpy as np
 
@@ -50,7 +51,18 @@ def load_library(info, path: str):
     elif info.is_remote:
         from .arm import device
         return _ArmLibrary(path, device)
-    return tvm.runtime.load_module(path)
+    return _load_fresh(path)
+
+
+def _load_fresh(path: str):
+    """``tvm.runtime.load_module`` of a private copy of ``path``: the dynamic loader hands back a library
+    already loaded under the same name, so a module exported again to the same path, then loaded in
+    the same process, would run the old code."""
+    import tvm
+    with tempfile.TemporaryDirectory(prefix="convtvm_load_") as tmp:
+        copy = Path(tmp) / Path(path).name
+        shutil.copyfile(path, copy)
+        return tvm.runtime.load_module(str(copy))  # mapped: the copy may go once it is loaded
 
 
 class _ArmLibrary:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, artifact, records
+from . import __version__, artifact, records, relayout
 from .artifact import write_json_atomic  # noqa: F401 - callers import it from here
 from .targets import TargetInfo, resolve
 from .variants import Workload, from_json
@@ -20,33 +20,44 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
     """Compile a workload for a target. ``tuning_log``: None (the default) applies the default records
     (``records.default_schedule``: the user's log, the shipped one, or one carried over from the nearest
     CPU's); a folder applies that log's records only; False applies none. Without a record that
-    reproduces torch here, the target's fallback schedule from schedules/. The Module's ``schedule`` says
-    which ran ("tuned", "carried over" or "fallback") and ``schedule_source`` from which log.
+    reproduces torch here, the target's fallback schedule from schedules/. A channels-first workload
+    without a record of its own runs its channels-last twin's record, if any (``relayout``). The
+    Module's ``schedule`` says which ran ("tuned", "carried over" or "fallback"), ``schedule_source``
+    from which log, and ``kernel`` which workload the compiled kernel computes.
     Raises ValueError for a log that is not a folder or is for another target."""
     import tvm
 
-    from . import fallback, tuning
+    from . import fallback
 
     info = resolve(target, **target_options)
     if info.kind == "cuda":
         from . import cuda
         cuda.register()  # compile device code ahead of time with the chosen compiler, for the target's arch
-    if tuning_log is None:
-        chosen = records.default_schedule(w, info)
-    elif tuning_log is False:
-        chosen = records.Schedule(None, "fallback", None)
-    else:
-        mod = tuning.best_schedule(w, info, tuning_log)
-        chosen = records.Schedule(mod, "tuned" if mod is not None else "fallback",
-                                  str(tuning_log) if mod is not None else None)
+    kernel, chosen = w, _schedule_for(w, info, tuning_log)
+    twin = relayout.twin(w) if chosen.mod is None and tuning_log is not False and not info.is_remote else None
+    if twin is not None:  # a channels-first workload without records: its channels-last twin's, if any
+        twin_chosen = _schedule_for(twin, info, tuning_log)
+        if twin_chosen.mod is not None:
+            kernel, chosen = twin, twin_chosen
     packing = None
     if chosen.mod is not None:
-        mod, packing = split_weight_packing(chosen.mod, w)
+        mod, packing = split_weight_packing(chosen.mod, kernel)
     else:
         mod = fallback.apply(w.prim_func(), info.kind, info.config["fallback"], info.target)
     with info.target:
         lib = tvm.compile(mod, target=info.target)
-    return Module(lib, w, info, chosen.kind, packing=packing, schedule_source=chosen.source)
+    return Module(lib, w, info, chosen.kind, packing=packing, schedule_source=chosen.source, kernel=kernel)
+
+
+def _schedule_for(w: Workload, info: TargetInfo, tuning_log) -> records.Schedule:
+    """The record ``build`` applies to ``w`` (see ``build`` for ``tuning_log``)."""
+    from . import tuning
+    if tuning_log is None:
+        return records.default_schedule(w, info)
+    if tuning_log is False:
+        return records.Schedule(None, "fallback", None)
+    mod = tuning.best_schedule(w, info, tuning_log)
+    return records.Schedule(mod, "tuned" if mod is not None else "fallback", str(tuning_log) if mod else None)
 
 
 def split_weight_packing(mod, w: Workload):
@@ -133,15 +144,18 @@ class Module:
     ``m.bind(*constants)`` returns a callable of the data alone."""
 
     def __init__(self, lib, workload: Workload, target: TargetInfo, schedule: str, path: str | None = None,
-                 packing: dict | None = None, schedule_source: str | None = None):
+                 packing: dict | None = None, schedule_source: str | None = None, kernel: Workload | None = None):
         self.lib, self.workload, self.target, self.schedule, self.path = lib, workload, target, schedule, path
         self.schedule_source = schedule_source  # the log the record came from; None for the fallback
         self.packing = packing  # see split_weight_packing; None: the kernel reads the weights as given
+        self.kernel = kernel or workload  # what the compiled kernel computes: the workload or its twin
+        self._perms = relayout.input_perms(workload) if self.kernel is not workload else None
         self._remote = None
 
     def __repr__(self) -> str:
         source = f" from {self.schedule_source}" if self.schedule_source else ""
-        return f"<convtvm.Module {self.workload} on {self.target.tag} ({self.schedule}{source})>"
+        twin = f", on the {self.kernel.params['layout']} kernel" if self._perms else ""
+        return f"<convtvm.Module {self.workload} on {self.target.tag} ({self.schedule}{source}{twin})>"
 
     # -- calling ----------------------------------------------------------------------------------
     def check_inputs(self, xs, names=None, shapes=None) -> None:
@@ -165,23 +179,33 @@ class Module:
         self.check_inputs(xs)
         if self.target.is_remote:
             return self._run_remote(xs)
-        return self._run("main", xs, self.workload.input_names)
+        return self._run("main", self._to_kernel(xs), self.workload.input_names)
+
+    def _to_kernel(self, xs, first: int = 0) -> list:
+        """Inputs ``first``, ``first + 1``, ... as the kernel reads them: views permuted to the
+        channels-last twin's layouts when the kernel is the twin's (copied later where not dense)."""
+        if self._perms is None:
+            return list(xs)
+        perms = self._perms[first:first + len(xs)]
+        return [x if p is None else x.permute(p) if _is_torch(x) else np.transpose(x, p) for x, p in zip(xs, perms)]
 
     def _run(self, fname: str, xs, names, bound=()):
         """Call ``fname`` on ``xs`` (then the already converted ``bound`` arguments) and a new output:
-        torch out when every one of ``xs`` is torch, numpy out otherwise."""
+        torch out when every one of ``xs`` is torch, numpy out otherwise; in the workload's layout
+        (a channels-first view of the twin's channels-last output where the kernel is the twin's)."""
         import tvm
-        w = self.workload
+        k = self.kernel
         if all(_is_torch(x) for x in xs):
             import torch
             args = [_torch_arg(x, n) for x, n in zip(xs, names)]
-            out = torch.empty(w.output_shape, dtype=getattr(torch, w.dtype))
+            out = torch.empty(k.output_shape, dtype=getattr(torch, k.dtype))
             self.lib[fname](*args, *bound, out)
-            return out
+            return out if self._perms is None else out.permute(relayout.output_perm(self.workload))
         args = [tvm.runtime.tensor(_numpy(x, n)) for x, n in zip(xs, names)]
-        out = tvm.runtime.empty(w.output_shape, w.dtype)
+        out = tvm.runtime.empty(k.output_shape, k.dtype)
         self.lib[fname](*args, *bound, out)
-        return out.numpy()
+        out = out.numpy()
+        return out if self._perms is None else np.transpose(out, relayout.output_perm(self.workload))
 
     def bind(self, *constants) -> "BoundModule":
         """``m.bind(weight[, bias, ...])``: every input after the data, bound once, as a callable of the
@@ -207,8 +231,8 @@ class Module:
         """(function, its arguments with an output buffer) for timing the kernel on these inputs, the
         weights packed beforehand when the tuned kernel reads them packed (as MetaSchedule measured it)."""
         import tvm
-        args = [tvm.runtime.tensor(_numpy(x, n)) for x, n in zip(xs, self.workload.input_names)]
-        out = tvm.runtime.empty(self.workload.output_shape, self.workload.dtype)
+        args = [tvm.runtime.tensor(_numpy(x, n)) for x, n in zip(self._to_kernel(xs), self.workload.input_names)]
+        out = tvm.runtime.empty(self.kernel.output_shape, self.kernel.dtype)
         name, order = self._prepacked_args(args)
         return name, [*order, out]
 
@@ -229,7 +253,8 @@ class Module:
         """Write ``path`` (a shared library) and ``path.json`` (its sealed manifest), each atomically.
         Raises ValueError when either path exists and is not a regular file."""
         fields = {"workload": self.workload.to_json(), "schedule": self.schedule,
-                  "schedule_source": self.schedule_source, "packing": self.packing}
+                  "schedule_source": self.schedule_source, "packing": self.packing,
+                  "kernel": self.kernel.to_json() if self._perms else None}
         self.path = export_with_manifest(path, self.lib, self.target, fields)
         return self.path
 
@@ -245,8 +270,10 @@ class BoundModule:
         self._constants = constants
         if module.target.is_remote:
             return
-        data_slot = tvm.runtime.empty(w.input_shapes[0], w.dtype)  # stands for the data while packing
-        args = [data_slot] + [tvm.runtime.tensor(_numpy(c, n)) for c, n in zip(constants, w.input_names[1:])]
+        k = module.kernel
+        data_slot = tvm.runtime.empty(k.input_shapes[0], k.dtype)  # stands for the data while packing
+        args = [data_slot] + [tvm.runtime.tensor(_numpy(c, n))
+                              for c, n in zip(module._to_kernel(constants, first=1), w.input_names[1:])]
         self._fname, order = module._prepacked_args(args)
         if not any(a is data_slot for a in order):
             raise RuntimeError(f"the {w.variant} kernel does not read its data input")
@@ -262,7 +289,7 @@ class BoundModule:
         m.check_inputs([x], w.input_names[:1], w.input_shapes[:1])
         if m.target.is_remote:
             return m(x, *self._constants)
-        return m._run(self._fname, [x], w.input_names[:1], self._bound)
+        return m._run(self._fname, m._to_kernel([x]), w.input_names[:1], self._bound)
 
 
 def write_library(lib, target: TargetInfo, path: str) -> None:
@@ -326,10 +353,11 @@ def load(path) -> Module:
         return load_model(path, manifest)
     try:
         w = from_json(manifest["workload"])
+        kernel = from_json(manifest["kernel"]) if manifest.get("kernel") else None
         info = resolve(manifest["target"]["tvm_target"])
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{mpath}: the manifest lacks a field convtvm needs ({e!r})") from None
     from . import devices
     lib = devices.load_library(info, str(path))
     return Module(lib, w, info, manifest.get("schedule", "?"), str(path), packing=manifest.get("packing"),
-                  schedule_source=manifest.get("schedule_source"))
+                  schedule_source=manifest.get("schedule_source"), kernel=kernel)

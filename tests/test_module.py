@@ -176,3 +176,42 @@ def test_a_sealed_manifest_without_a_workload_is_refused_by_name(nhwc, tmp_path)
     mpath.write_text(json.dumps(artifact.seal(manifest)))
     with pytest.raises(ValueError, match="lacks a field convtvm needs"):
         convtvm.load(path)
+
+
+def test_a_module_exported_again_to_the_same_path_loads_its_new_code(tmp_path, seed):
+    """The dynamic loader hands back a library already loaded under the same name: loading a module
+    re-exported to one path ran the old module's code (wrong shapes, or silently wrong numbers)."""
+    path = tmp_path / "op.so"
+    for c in (4, 6):
+        w = convtvm.workload("conv1d", in_channels=c, out_channels=c, input_size=(11,), kernel_size=3)
+        convtvm.build(w, "x86", tuning_log=False).export(path)
+        xs = w.random_inputs(seed=seed)
+        assert rel_err(convtvm.load(path)(*xs), w.reference(*xs)) <= 1e-4
+
+
+CHANNELS_FIRST = [("C2D-3", "conv2d"), ("T2D-2", "conv_transpose2d"), ("DEP-2", "depthwise_conv2d")]
+
+
+@pytest.mark.parametrize("name, variant", CHANNELS_FIRST)
+def test_a_channels_first_workload_runs_its_channels_last_twins_record(name, variant, tmp_path, seed):
+    """Without records of its own, a channels-first (torch-layout) workload runs the tuned kernel of
+    its channels-last twin, with the layouts changed around it; through every call path."""
+    from convtvm.variants import replace_params
+    log = tuning.ROOT / "tuning_logs" / "x86-znver3"
+    info = tuning.log_target(log)  # its own CPU's code runs on a newer one
+    w = replace_params(suites.suite("ansor")[name], layout=None)
+    assert w.params["layout"] in ("NCHW",) and w.variant == variant
+    m = convtvm.build(w, info, tuning_log=log)
+    assert m.schedule == "tuned" and m.kernel.params["layout"] == "NHWC" and "on the NHWC kernel" in repr(m)
+    xs = w.random_inputs(seed=seed)
+    ref = w.reference(*xs)
+    ts = [torch.from_numpy(x) for x in xs]
+    assert rel_err(m(*xs), ref) <= 1e-4
+    assert rel_err(m(*ts).numpy(), ref) <= 1e-4
+    assert rel_err(m(ts[0].contiguous(memory_format=torch.channels_last), *ts[1:]).numpy(), ref) <= 1e-4
+    bound = m.bind(*ts[1:])
+    assert rel_err(bound(ts[0]).numpy(), ref) <= 1e-4 and rel_err(bound(xs[0]), ref) <= 1e-4
+    again = convtvm.load(m.export(tmp_path / "cf.so"))
+    assert again.kernel.params["layout"] == "NHWC" and rel_err(again(*xs), ref) <= 1e-4
+    fallback = convtvm.build(w, info, tuning_log=False)
+    assert fallback.kernel is fallback.workload and fallback.schedule == "fallback"  # its own kernel
