@@ -4,6 +4,14 @@ algorithm networks use for their 3x3 stride-1 convolutions where the target asks
 
 Layouts are channels-first (N, C, *spatial) unless a ConvSpec (or ShuffleSpec) says channels-last
 (N, *spatial, C); pooling is channels-first.
+
+Numerics follow torch: float16 sums (convolution, average pooling) accumulate in float32 and round
+once; NaN and +-inf propagate as torch's: max pooling keeps a NaN in its window, SiLU(-inf) is NaN,
+and a transposed convolution multiplies only real (input, tap) pairs, not the zeros its padding or
+zero insertion adds -- except the strided dilation-1 one whose kernel is a multiple of its stride
+(DCGAN's 4x4 stride 2: the shipped tuning records are keyed on its structure), whose zero-padded
+input meets every tap, so a non-finite *weight* gives NaN on the output's border where torch gives
++-inf or a number. float32 and float64 computes are otherwise what they were.
 """
 
 from __future__ import annotations
@@ -29,6 +37,25 @@ def _pad(data: te.Tensor, axes, before, after, value, name: str) -> te.Tensor:
     return topi.nn.pad(data, pb, pa, pad_value=value, name=name)
 
 
+def accumulator(dtype) -> str:
+    """What a sum over ``dtype`` values accumulates in: float32 for float16 (a float16 sum over 512
+    channels is off by ~1e-2 relative), the dtype itself otherwise."""
+    return "float32" if str(dtype) == "float16" else str(dtype)
+
+
+def _to(value, dtype: str):
+    """``value`` as ``dtype``: no cast node where it already is (float32 computes keep their structure)."""
+    have = value.dtype if hasattr(value, "dtype") else value.ty  # a TensorSlice / a PrimExpr
+    return value if str(have) == dtype else value.astype(dtype)
+
+
+def cast(x: te.Tensor, dtype: str, name: str) -> te.Tensor:
+    """``x`` as ``dtype``, a stage of its own only where the dtype differs."""
+    if str(x.dtype) == dtype:
+        return x
+    return te.compute(x.shape, lambda *i: x(*i).astype(dtype), name=name)
+
+
 def _split_index(spec: ConvSpec, idx):
     """(n, oc, spatial...) from an output index tuple in the spec's layout."""
     if spec.channels_last:
@@ -37,7 +64,7 @@ def _split_index(spec: ConvSpec, idx):
 
 
 def conv(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str, shuffle: ShuffleSpec | None = None,
-         input_scale: te.Tensor | None = None) -> te.Tensor:
+         input_scale: te.Tensor | None = None, out_dtype: str | None = None) -> te.Tensor:
     """Grouped, strided, dilated N-D convolution (or transposed convolution) without epilogue.
 
     With ``shuffle``, the channel shuffle that follows is folded into the output channel index: output
@@ -47,20 +74,24 @@ def conv(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str, shuffle: 
     With ``input_scale`` (forward only: the data's shape with every spatial extent 1, batch 1 or the
     data's), the convolution computes ``conv(data * input_scale, weight)``, a per-(sample, input
     channel) scale applied to each weight it loads (one vector multiply per weight vector, shared by
-    the register tile's pixels): a squeeze-excitation's scale costs no pass over the feature map."""
+    the register tile's pixels): a squeeze-excitation's scale costs no pass over the feature map.
+
+    The sum accumulates in ``accumulator(data.dtype)`` (float32 for float16 data); the result is cast
+    to ``out_dtype`` (default: the data's dtype) in a stage of its own, ``conv{tag}_out``, where they
+    differ (a caller with an epilogue asks for the accumulator's dtype and casts after it)."""
     if (shuffle is not None or input_scale is not None) and spec.transposed:
         raise ValueError("a channel shuffle or an input scale folds only into a forward convolution")
+    acc, out_dtype = accumulator(data.dtype), out_dtype or str(data.dtype)
     if spec.transposed and max(spec.stride) > 1 and max(spec.dilation) == 1:
-        return _conv_transpose_by_phase(data, weight, spec, tag)
+        return _conv_transpose_by_phase(data, weight, spec, tag, out_dtype)
+    if spec.transposed:
+        return cast(_conv_transpose_direct(data, weight, spec, tag), out_dtype, f"conv{tag}_out")
     axes = _spatial_axes(spec.ndim, spec.channels_last)
     in_spatial = [int(data.shape[a]) for a in axes]
     icg, ocg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
-    if spec.transposed:
-        src, stride = _dilate_and_pad(data, spec, in_spatial, axes, tag), (1,) * spec.ndim
-    else:
-        before = [p[0] for p in spec.padding]
-        after = [p[1] for p in spec.padding]
-        src, stride = _pad(data, axes, before, after, 0.0, f"pad{tag}"), spec.stride
+    before = [p[0] for p in spec.padding]
+    after = [p[1] for p in spec.padding]
+    src, stride = _pad(data, axes, before, after, 0.0, f"pad{tag}"), spec.stride
     out_spatial = spec.out_spatial(in_spatial)
     rc = te.reduce_axis((0, icg), name="rc")
     rk = [te.reduce_axis((0, k), name=f"rk{i}") for i, k in enumerate(spec.kernel)]
@@ -71,25 +102,24 @@ def conv(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str, shuffle: 
             oc = _shuffled(oc, spec.out_channels, shuffle.groups)
         ic = oc // ocg * icg + rc
         x = [oi * s + r * d for oi, s, r, d in zip(o, stride, rk, spec.dilation)]
-        if spec.transposed:  # weight (Cin, Cout/g, *K), flipped
-            w = weight[(ic, oc % ocg, *[k - 1 - r for k, r in zip(spec.kernel, rk)])]
-        elif spec.channels_last:  # weight HWIO
-            w = weight[(*rk, rc, oc)]
+        if spec.channels_last:  # weight HWIO
+            w = _to(weight[(*rk, rc, oc)], acc)
         else:  # weight OI*
-            w = weight[(oc, rc, *rk)]
-        xv = src[(n, *x, ic)] if spec.channels_last else src[(n, ic, *x)]
+            w = _to(weight[(oc, rc, *rk)], acc)
+        xv = _to(src[(n, *x, ic)] if spec.channels_last else src[(n, ic, *x)], acc)
         if input_scale is not None:
             b = n if int(input_scale.shape[0]) > 1 else 0
-            w = w * (input_scale[(b, *[0] * spec.ndim, ic)] if spec.channels_last
-                     else input_scale[(b, ic, *[0] * spec.ndim)])
+            w = w * _to(input_scale[(b, *[0] * spec.ndim, ic)] if spec.channels_last
+                        else input_scale[(b, ic, *[0] * spec.ndim)], acc)
         return te.sum(xv * w, axis=[rc, *rk])
 
     shape = ((data.shape[0], *out_spatial, spec.out_channels) if spec.channels_last
              else (data.shape[0], spec.out_channels, *out_spatial))
-    return te.compute(shape, compute, name=f"conv{tag}")
+    return cast(te.compute(shape, compute, name=f"conv{tag}"), out_dtype, f"conv{tag}_out")
 
 
-def _conv_transpose_by_phase(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str) -> te.Tensor:
+def _conv_transpose_by_phase(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str,
+                             out_dtype: str) -> te.Tensor:
     """Strided transposed convolution (dilation 1) that only multiplies real inputs: the
     zero-insertion form wastes 1 - 1/stride of its work per axis.
 
@@ -98,8 +128,15 @@ def _conv_transpose_by_phase(data: te.Tensor, weight: te.Tensor, spec: ConvSpec,
     convolution with every s-th tap. The reduction runs over a (u, r) grid, affine in its indices
     (what MetaSchedule's multi-level tiling needs; and TVM 0.27 miscompiles a reduction indexed by
     (o + c) % s once its loops are fused), and a copy then picks output o from it: on DCGAN's 4x4
-    stride-2 layers a quarter of the work of zero insertion, on a 2x2x2 stride-2 one an eighth."""
+    stride-2 layers a quarter of the work of zero insertion, on a 2x2x2 stride-2 one an eighth.
+
+    Where K is a multiple of s the input is zero-padded so that every (u, j) reads (the form the shipped
+    tuning records are keyed on; a non-finite weight times a padding zero gives NaN where torch has no
+    product). Otherwise taps past the kernel exist too, and every product is guarded instead: a select
+    keeps only real (input, tap) pairs, so a NaN or inf input never meets a padding zero (torch's NaN
+    and inf positions)."""
     cl = spec.channels_last
+    acc = accumulator(data.dtype)
     axes = _spatial_axes(spec.ndim, cl)
     in_spatial = [int(data.shape[a]) for a in axes]
     out_spatial = spec.out_spatial(in_spatial)
@@ -107,21 +144,29 @@ def _conv_transpose_by_phase(data: te.Tensor, weight: te.Tensor, spec: ConvSpec,
     lead = [p[0] for p in spec.padding]
     taps = [-(-k // s) for k, s in zip(spec.kernel, spec.stride)]
     steps = [-(-(o + pb) // s) for o, pb, s in zip(out_spatial, lead, spec.stride)]
-    src = _pad(data, axes, [j - 1 for j in taps], [max(0, u - i) for u, i in zip(steps, in_spatial)], 0.0,
-               f"pad{tag}")  # input u - j sits at u - j + (J - 1)
-    # taps past the kernel (K not a multiple of s) read zeros
-    weight = _pad(weight, range(2, 2 + spec.ndim), [0] * spec.ndim,
-                  [j * s - k for j, s, k in zip(taps, spec.stride, spec.kernel)], 0.0, f"weight_pad{tag}")
+    guarded = any(k % s for k, s in zip(spec.kernel, spec.stride))
+    if not guarded:
+        src = _pad(data, axes, [j - 1 for j in taps], [max(0, u - i) for u, i in zip(steps, in_spatial)], 0.0,
+                   f"pad{tag}")  # input u - j sits at u - j + (J - 1)
     rc = te.reduce_axis((0, icg), name="rc")
     rj = [te.reduce_axis((0, j), name=f"rj{i}") for i, j in enumerate(taps)]
 
     def compute(*idx):
         n, oc, ur = _split_index(spec, idx)
         ic = oc // ocg * icg + rc
-        x = [u - j + (jn - 1) for u, j, jn in zip(ur[0::2], rj, taps)]
         k = [r + j * s for r, j, s in zip(ur[1::2], rj, spec.stride)]
-        xv = src[(n, *x, ic)] if cl else src[(n, ic, *x)]
-        return te.sum(xv * weight[(ic, oc % ocg, *k)], axis=[rc, *rj])
+        if not guarded:
+            x = [u - j + (jn - 1) for u, j, jn in zip(ur[0::2], rj, taps)]
+            xv = src[(n, *x, ic)] if cl else src[(n, ic, *x)]
+            return te.sum(_to(xv, acc) * _to(weight[(ic, oc % ocg, *k)], acc), axis=[rc, *rj])
+        x = [u - j for u, j in zip(ur[0::2], rj)]
+        valid = tirx.all(*[c for xi, i in zip(x, in_spatial) for c in (xi >= 0, xi < i)],
+                         *[ki < kn for ki, kn in zip(k, spec.kernel)])
+        x = [_clamp(xi, i) for xi, i in zip(x, in_spatial)]
+        k = [tirx.min(ki, kn - 1) for ki, kn in zip(k, spec.kernel)]
+        xv = _to(data[(n, *x, ic)] if cl else data[(n, ic, *x)], acc)
+        product = xv * _to(weight[(ic, oc % ocg, *k)], acc)
+        return te.sum(tirx.Select(valid, product, tirx.const(0, acc)), axis=[rc, *rj])
 
     n = data.shape[0]
     grid = [d for u, s in zip(steps, spec.stride) for d in (u, s)]
@@ -131,37 +176,55 @@ def _conv_transpose_by_phase(data: te.Tensor, weight: te.Tensor, spec: ConvSpec,
     def pick(*idx):
         n, oc, o = _split_index(spec, idx)
         ur = [v for oi, pb, s in zip(o, lead, spec.stride) for v in (tirx.floordiv(oi + pb, s), tirx.floormod(oi + pb, s))]
-        return by_phase[(n, *ur, oc)] if cl else by_phase[(n, oc, *ur)]
+        return _to(by_phase[(n, *ur, oc)] if cl else by_phase[(n, oc, *ur)], out_dtype)
 
     shape = (n, *out_spatial, spec.out_channels) if cl else (n, spec.out_channels, *out_spatial)
     return te.compute(shape, pick, name=f"conv{tag}")
 
 
-def _dilate_and_pad(data, spec: ConvSpec, in_spatial, axes, tag):
-    """Transposed conv input: insert (stride-1) zeros between elements and pad (or crop) so that a
-    stride-1 convolution with the flipped kernel gives the transposed convolution."""
-    lead = [d * (k - 1) - pb for k, d, (pb, _) in zip(spec.kernel, spec.dilation, spec.padding)]
-    shape = list(data.shape)
-    for ax, i, s, k, d, (pb, pa), op in zip(axes, in_spatial, spec.stride, spec.kernel, spec.dilation,
-                                             spec.padding, spec.output_padding):
-        shape[ax] = (i - 1) * s + 1 + 2 * d * (k - 1) - pb - pa + op
+def _clamp(index, extent: int):
+    """``index`` within [0, extent): where a select has already discarded the value read there."""
+    return tirx.max(tirx.min(index, extent - 1), 0)
+
+
+def _conv_transpose_direct(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str) -> te.Tensor:
+    """Transposed convolution with stride 1 or a dilation, as a gather: output o sums
+    ``data[q / s] * weight[t]`` over the taps t with ``q = o + pad - t * d`` a multiple of s inside
+    the input. A select keeps only those real pairs (no zero-inserted or padded input tensor: a
+    non-finite weight never meets a zero, as in torch), reading a clamped index otherwise.
+    Accumulates in ``accumulator(data.dtype)``."""
+    cl = spec.channels_last
+    acc = accumulator(data.dtype)
+    axes = _spatial_axes(spec.ndim, cl)
+    in_spatial = [int(data.shape[a]) for a in axes]
+    out_spatial = spec.out_spatial(in_spatial)
+    icg, ocg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    rc = te.reduce_axis((0, icg), name="rc")
+    rk = [te.reduce_axis((0, k), name=f"rk{i}") for i, k in enumerate(spec.kernel)]
 
     def compute(*idx):
-        src, cond = list(idx), []
-        for ax, i, s, lo in zip(axes, in_spatial, spec.stride, lead):
-            j = idx[ax] - lo
-            cond += [j >= 0, j < (i - 1) * s + 1]
+        n, oc, o = _split_index(spec, idx)
+        ic = oc // ocg * icg + rc
+        q = [oi + pb - t * d for oi, (pb, _), t, d in zip(o, spec.padding, rk, spec.dilation)]
+        conds, x = [], []
+        for qi, i, s in zip(q, in_spatial, spec.stride):
+            conds += [qi >= 0, qi <= (i - 1) * s]
             if s > 1:
-                cond.append(tirx.floormod(j, s) == 0)
-                j = tirx.floordiv(j, s)
-            src[ax] = j
-        return tirx.if_then_else(tirx.all(*cond), data[tuple(src)], tirx.const(0, data.dtype))
+                conds.append(tirx.floormod(qi, s) == 0)
+                qi = tirx.floordiv(qi, s)
+            x.append(_clamp(qi, i))
+        xv = _to(data[(n, *x, ic)] if cl else data[(n, ic, *x)], acc)
+        product = xv * _to(weight[(ic, oc % ocg, *rk)], acc)  # weight (Cin, Cout/g, *K)
+        return te.sum(tirx.Select(tirx.all(*conds), product, tirx.const(0, acc)), axis=[rc, *rk])
 
-    return te.compute(shape, compute, name=f"dilate_pad{tag}")
+    shape = (data.shape[0], *out_spatial, spec.out_channels) if cl else (data.shape[0], spec.out_channels, *out_spatial)
+    return te.compute(shape, compute, name=f"conv{tag}")
 
 
 def bias_add(x: te.Tensor, bias: te.Tensor, spec: ConvSpec, tag: str) -> te.Tensor:
-    return te.compute(x.shape, lambda *i: x[i] + bias[_split_index(spec, i)[1]], name=f"bias_add{tag}")
+    """In ``x``'s dtype (a float16 convolution's float32 accumulator: the bias is cast)."""
+    dtype = str(x.dtype)
+    return te.compute(x.shape, lambda *i: x[i] + _to(bias[_split_index(spec, i)[1]], dtype), name=f"bias_add{tag}")
 
 
 # exp(r) for |r| <= ln(2)/2 as a degree-5 polynomial, lowest power first: fitted to exp's relative error
@@ -200,20 +263,38 @@ def sigmoid(x: te.Tensor, tag: str = "") -> te.Tensor:
 
 
 def bn_silu(x: te.Tensor, gamma, beta, mean, var, spec: ConvSpec, tag: str) -> te.Tensor:
-    """Inference batch-norm folded into a per-channel scale and shift, then SiLU."""
+    """Inference batch-norm folded into a per-channel scale and shift, then SiLU, in ``x``'s dtype (the
+    batch-norm parameters are cast to it). SiLU is torch's at +-inf and NaN: x * sigmoid(x) is inf at
+    inf, NaN at NaN, and NaN at -inf (torch's x / (1 + exp(-x)) is -inf / inf there; fast_exp's clamp
+    would make it -inf, hence the select)."""
+    dtype = str(x.dtype)
 
     def compute(*i):
         c = _split_index(spec, i)[1]
-        scale = gamma[c] / te.sqrt(var[c] + tirx.const(spec.bn_eps, x.dtype))
-        return (x[i] - mean[c]) * scale + beta[c]
+        g, b, m, v = (_to(t[c], dtype) for t in (gamma, beta, mean, var))
+        scale = g / te.sqrt(v + tirx.const(spec.bn_eps, dtype))
+        return (x[i] - m) * scale + b
 
     y = te.compute(x.shape, compute, name=f"bn{tag}")
     s = sigmoid(y, tag)
-    return te.compute(x.shape, lambda *i: y(*i) * s(*i), name=f"bn_silu{tag}")
+    minus_inf, nan = tirx.const(-math.inf, dtype), tirx.const(math.nan, dtype)
+    return te.compute(x.shape, lambda *i: tirx.Select(y(*i) == minus_inf, nan, y(*i) * s(*i)),
+                      name=f"bn_silu{tag}")
+
+
+def max_nan(dtype: str):
+    """A max reduction that keeps NaN, as torch's max pooling: a new element replaces the running
+    maximum where it is greater or NaN, and a NaN maximum stays (TVM's te.max drops a NaN unless it
+    comes last). Identity -inf, so a window of -inf gives -inf. A compare, an unordered compare and a
+    select per element: it vectorises as te.max does."""
+    return te.comm_reducer(lambda acc, x: tirx.Select(tirx.isnan(x) | (x > acc), x, acc),
+                           lambda t: tirx.const(-math.inf, t), name="max_nan")
 
 
 def pool(data: te.Tensor, spec: PoolSpec, tag: str) -> te.Tensor:
-    """N-D max or average pooling with torch's ceil_mode and count_include_pad rules."""
+    """N-D max or average pooling with torch's ceil_mode and count_include_pad rules and NaN (max
+    pooling keeps a NaN in its window; windows are padded with -inf). Average pooling sums in
+    ``accumulator(data.dtype)`` and casts the average."""
     axes = _spatial_axes(spec.ndim, False)
     in_spatial = [int(data.shape[a]) for a in axes]
     out_spatial = spec.out_spatial(in_spatial)
@@ -221,7 +302,8 @@ def pool(data: te.Tensor, spec: PoolSpec, tag: str) -> te.Tensor:
     after = [max(p, (o - 1) * s + d * (k - 1) + 1 - i - p)
              for i, o, k, s, p, d in zip(in_spatial, out_spatial, spec.kernel, spec.stride, spec.padding,
                                          spec.dilation)]
-    init = te.min_value(data.dtype) if spec.kind == "max" else 0.0
+    dtype, acc = str(data.dtype), accumulator(data.dtype)
+    init = -math.inf if spec.kind == "max" else 0.0
     src = _pad(data, axes, spec.padding, after, init, f"pad{tag}")
     rk = [te.reduce_axis((0, k), name=f"rk{i}") for i, k in enumerate(spec.kernel)]
 
@@ -229,10 +311,11 @@ def pool(data: te.Tensor, spec: PoolSpec, tag: str) -> te.Tensor:
         return src[(n, c, *[oi * s + r * d for oi, s, r, d in zip(o, spec.stride, rk, spec.dilation)])]
 
     if spec.kind == "max":
+        maximum = max_nan(dtype)
         return te.compute((data.shape[0], data.shape[1], *out_spatial),
-                          lambda n, c, *o: te.max(window(n, c, o), axis=rk), name=f"max_pool{tag}")
+                          lambda n, c, *o: maximum(window(n, c, o), axis=rk), name=f"max_pool{tag}")
     total = te.compute((data.shape[0], data.shape[1], *out_spatial),
-                       lambda n, c, *o: te.sum(window(n, c, o), axis=rk), name=f"pool_sum{tag}")
+                       lambda n, c, *o: te.sum(_to(window(n, c, o), acc), axis=rk), name=f"pool_sum{tag}")
 
     def divisor(o):
         size = 1
@@ -244,17 +327,19 @@ def pool(data: te.Tensor, spec: PoolSpec, tag: str) -> te.Tensor:
             size = size * (end - start)
         return size
 
-    return te.compute(total.shape, lambda n, c, *o: total[(n, c, *o)] / divisor(o).astype(data.dtype),
+    return te.compute(total.shape, lambda n, c, *o: _to(total[(n, c, *o)] / divisor(o).astype(acc), dtype),
                       name=f"avg_pool{tag}")
 
 
 def global_avg_pool(data: te.Tensor, spec: GlobalPoolSpec, tag: str) -> te.Tensor:
+    """Sums in ``accumulator(data.dtype)``, casts the average."""
+    dtype, acc = str(data.dtype), accumulator(data.dtype)
     spatial = [int(s) for s in data.shape[2:]]
     rk = [te.reduce_axis((0, s), name=f"rk{i}") for i, s in enumerate(spatial)]
     total = te.compute((data.shape[0], data.shape[1], *[1] * spec.ndim),
-                       lambda n, c, *_: te.sum(data[(n, c, *rk)], axis=rk), name=f"pool_sum{tag}")
-    scale = tirx.const(1.0 / math.prod(spatial), data.dtype)
-    return te.compute(total.shape, lambda *i: total[i] * scale, name=f"global_avg_pool{tag}")
+                       lambda n, c, *_: te.sum(_to(data[(n, c, *rk)], acc), axis=rk), name=f"pool_sum{tag}")
+    scale = tirx.const(1.0 / math.prod(spatial), acc)
+    return te.compute(total.shape, lambda *i: _to(total[i] * scale, dtype), name=f"global_avg_pool{tag}")
 
 
 def _shuffled(c, channels: int, groups: int):

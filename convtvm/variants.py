@@ -15,8 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from .params import (DTYPES, LAYOUTS, ConvSpec, GlobalPoolSpec, PoolSpec, ShuffleSpec, is_channels_last,
-                     layout_name, pad_pairs, per_dim, positive_int)
+from .params import (INT32_MAX, LAYOUTS, ConvSpec, GlobalPoolSpec, PoolSpec, ShuffleSpec, boolean, dtype_name,
+                     is_channels_last, layout_name, pad_pairs, per_dim, plain, positive_int, positive_real)
 
 # Parameters every variant family accepts, with their defaults. layout=None: channels-first (NCW, NCHW,
 # NCDHW by rank); the channels-last name (NWC, NHWC, NDHWC) computes the same in channels-last tensors.
@@ -66,22 +66,23 @@ def conv_spec(p: dict, ndim: int, **override) -> ConvSpec:
         ndim=ndim, in_channels=positive_int("in_channels", q["in_channels"]),
         out_channels=positive_int("out_channels", q["out_channels"]), kernel=kernel, stride=stride,
         padding=padding, dilation=dilation, groups=positive_int("groups", q["groups"]),
-        bias=bool(q["bias"]), transposed=transposed,
+        bias=boolean("bias", q["bias"]), transposed=transposed,
         output_padding=per_dim("output_padding", q.get("output_padding", 0), ndim, minimum=0),
-        layout=q["layout"] or LAYOUTS[ndim][0], epilogue=q.get("epilogue", "none"), bn_eps=q.get("bn_eps", 1e-5))
+        layout=LAYOUTS[ndim][0] if q["layout"] is None else layout_name(q["layout"], ndim),
+        epilogue=q.get("epilogue", "none"), bn_eps=positive_real("bn_eps", q.get("bn_eps", 1e-5)))
 
 
 def pool_spec(p: dict, ndim: int, kind: str) -> PoolSpec:
     kernel = per_dim("kernel_size", p["kernel_size"], ndim)
     stride = kernel if p["stride"] is None else per_dim("stride", p["stride"], ndim)
-    padding = p["padding"]
+    padding = plain(p["padding"])
     if isinstance(padding, (tuple, list)) and any(isinstance(v, (tuple, list)) for v in padding):
         raise ValueError(f"padding={padding!r} must be symmetric for pooling (torch supports no per-side pads)")
     return PoolSpec(ndim=ndim, kind=kind, kernel=kernel, stride=stride,
                     padding=per_dim("padding", padding, ndim, minimum=0),
                     dilation=per_dim("dilation", p.get("dilation", 1), ndim),
-                    ceil_mode=bool(p.get("ceil_mode", False)),
-                    count_include_pad=bool(p.get("count_include_pad", True)))
+                    ceil_mode=boolean("ceil_mode", p.get("ceil_mode", False)),
+                    count_include_pad=boolean("count_include_pad", p.get("count_include_pad", True)))
 
 
 def _axis_split(p: dict):
@@ -332,11 +333,16 @@ class Workload:
                 continue  # computed by the convolution before it
             if isinstance(st, ConvSpec):
                 fold = stages[i + 1] if i + 1 < len(stages) and _folds_shuffle(st, stages[i + 1]) else None
-                x = te_ops.conv(x, next(feed), st, tag, shuffle=fold)
+                # float16: the epilogue runs on the float32 accumulator, one rounding per stage (float32
+                # and float64: no cast anywhere, the compute keeps its structure and tuning records)
+                epilogue = st.bias or st.epilogue != "none"
+                acc = te_ops.accumulator(self.dtype)
+                x = te_ops.conv(x, next(feed), st, tag, shuffle=fold, out_dtype=acc if epilogue else None)
                 if st.bias:
                     x = te_ops.bias_add(x, next(feed), st, tag)
                 if st.epilogue == "bn_silu":
                     x = te_ops.bn_silu(x, *[next(feed) for _ in range(4)], st, tag)
+                x = te_ops.cast(x, self.dtype, f"conv{tag}_out")
             elif isinstance(st, PoolSpec):
                 x = te_ops.pool(x, st, tag)
             elif isinstance(st, GlobalPoolSpec):
@@ -361,26 +367,42 @@ def _folds_shuffle(conv, shuffle) -> bool:
             and not conv.bias and conv.epilogue == "none" and conv.channels_last == shuffle.channels_last)
 
 
+# The scalar parameters, by kind; the per-dimension ones (kernel_size, stride, padding, dilation,
+# output_padding) are checked where a variant turns them into stages (conv_spec, pool_spec).
+_POSITIVE_INTS = ("in_channels", "out_channels", "channels", "groups", "channel_multiplier")
+_BOOLEANS = ("bias", "ceil_mode", "count_include_pad")
+
+
 def workload(variant: str, batch: int = 1, input_size=None, dtype: str = "float32", **kwargs) -> Workload:
-    """Make a Workload, validating every parameter (ValueError names the parameter and the rule)."""
-    if variant not in REGISTRY:
+    """Make a Workload, validating every parameter (ValueError names the parameter and the rule).
+
+    Types are strict (see convtvm.params): numpy integers and booleans are taken as the Python ones
+    (and stored so: ``key`` and ``to_json`` are the same as for Python values), a float, a string or
+    None where an int or a bool is meant is an error. A workload with a tensor of more than 2**31 - 1
+    elements is refused here (TVM indexes with int32 and would fail in its build)."""
+    if not isinstance(variant, str) or variant not in REGISTRY:
         raise ValueError(f"unknown variant {variant!r}; known variants: {', '.join(REGISTRY)}")
     v = REGISTRY[variant]
     unknown = sorted(set(kwargs) - set(v.defaults))
     if unknown:
         raise ValueError(f"{variant} takes no parameter {', '.join(unknown)}; "
                          f"it takes: {', '.join([*_COMMON, *v.defaults])}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} must be one of {DTYPES}")
-    positive_int("batch", batch)
+    dtype = dtype_name(dtype)
+    batch = positive_int("batch", plain(batch))
     if input_size is None:
         input_size = (32,) * v.ndim
     input_size = per_dim("input_size", input_size, v.ndim)
-    p = {**v.defaults, **kwargs}
+    p = {**v.defaults, **{k: plain(x) for k, x in kwargs.items()}}
     if "layout" in p:
-        p["layout"] = layout_name(p["layout"] or LAYOUTS[v.ndim][0], v.ndim)
-    if "channels" in p:
-        positive_int("channels", p["channels"])
+        p["layout"] = layout_name(LAYOUTS[v.ndim][0] if p["layout"] is None else p["layout"], v.ndim)
+    for name in _POSITIVE_INTS:
+        if name in p:
+            p[name] = positive_int(name, p[name])
+    for name in _BOOLEANS:
+        if name in p:
+            p[name] = boolean(name, p[name])
+    if "bn_eps" in p:
+        positive_real("bn_eps", p["bn_eps"])  # the key keeps the number as given (1e-3, or an int)
     stages = v.make(p)
     wl = Workload(variant, {"batch": batch, "input_size": input_size, "dtype": dtype, **_jsonable(p)},
                   tuple(stages))
@@ -389,7 +411,33 @@ def workload(variant: str, batch: int = 1, input_size=None, dtype: str = "float3
             st.validate(c)
         elif not isinstance(st, GlobalPoolSpec):
             st.validate(spatial)
+    _check_sizes(wl)
     return wl
+
+
+def _check_sizes(wl: Workload) -> None:
+    """Every tensor the compute holds (inputs, intermediates, output) indexable with int32."""
+    p = wl.params
+    chan = "in_channels" if "in_channels" in p else "channels"
+    act = {"batch": wl.batch, chan: p[chan], "input_size": tuple(p["input_size"])}
+    weight = {k: p[k] for k in ("in_channels", "out_channels", "channel_multiplier", "groups", "kernel_size")
+              if k in p}
+    geometry = {k: p[k] for k in ("out_channels", "channel_multiplier", "kernel_size", "stride", "padding",
+                                  "dilation", "output_padding") if k in p}
+    found = [(act, "input", wl.input_shapes[0])]
+    for st, c, spatial in wl._flow()[0]:
+        if isinstance(st, ConvSpec):
+            found += [(weight if what.endswith("weight") else {**act, **geometry}, what, shape)
+                      for what, shape in st.tensors(wl.batch, spatial)]
+        elif isinstance(st, PoolSpec):
+            found += [({**act, **geometry}, what, shape) for what, shape in st.tensors(wl.batch, c, spatial)]
+    found.append((act, "output", wl.output_shape))
+    for culprits, what, shape in found:
+        n = math.prod(shape)
+        if n > INT32_MAX:
+            named = ", ".join(f"{k}={v!r}" for k, v in culprits.items())
+            raise ValueError(f"{named}: too large, the {wl.variant} {what} {tuple(shape)} would hold {n:,} elements, "
+                             f"more than the 2**31 - 1 TVM indexes with int32")
 
 
 def _jsonable(p: dict) -> dict:
