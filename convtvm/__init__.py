@@ -9,7 +9,7 @@ compiled, checked against PyTorch.
 
 __version__ = "0.1.0"
 
-from .targets import configure_cpu_threads  # noqa: E402
+from .targets import check_target_options, configure_cpu_threads  # noqa: E402
 
 configure_cpu_threads()
 
@@ -17,8 +17,10 @@ from .variants import Workload, variants, workload  # noqa: E402
 
 
 def build(w, target="x86", tuning_log=None, **target_options):
-    """Compile a Workload; see :func:`convtvm.module.build`."""
+    """Compile a Workload; see :func:`convtvm.module.build`. ``target_options``: arm_cpu, cuda_arch,
+    num_cores (``convtvm.targets.resolve``); any other keyword is a ValueError."""
     from .module import build as _build
+    check_target_options(target_options, "convtvm.build", ("target", "tuning_log"))
     return _build(w, target, tuning_log, **target_options)
 
 
@@ -38,6 +40,14 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **kwarg
     """Compile a torch.nn.Module into one Relax VM executable built from convtvm's kernels."""
     from .graph import compile_model as _compile
     return _compile(module, example_inputs, target, tuning_log, **kwargs)
+
+
+def __getattr__(name):
+    """``convtvm.models`` (the reference networks, which import torch) on first use, not at import."""
+    if name == "models":
+        import importlib
+        return importlib.import_module(".models", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Workload", "variants", "workload", "build", "load", "tune", "compile_model", "__version__"]

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from .module import _tvm_version, export_with_manifest, write_json_atomic
-from .targets import TargetInfo, cpu_threads, resolve
+from .targets import TargetInfo, check_target_options, cpu_threads, resolve
 
 CONVTVM_OPS = ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d", "relax.nn.conv1d_transpose",
                "relax.nn.conv2d_transpose", "relax.nn.conv3d_transpose", "relax.nn.max_pool1d",
@@ -71,18 +71,38 @@ class UnsupportedOp(ValueError):
 # ----------------------------------------------------------------------------------------------
 
 def import_torch(module, example_inputs):
-    """torch.nn.Module -> Relax IRModule with the weights bound as constants."""
+    """torch.nn.Module -> Relax IRModule with the weights bound as constants.
+
+    The module is exported in eval mode, and every submodule's training flag is restored afterwards
+    (the caller's module is left as it was). A submodule whose forward differs in training mode
+    (BatchNorm, InstanceNorm with running statistics, Dropout, RReLU) must already be in eval mode:
+    convtvm compiles inference, and would otherwise answer what the module answers in eval mode,
+    not what it answers now (``UnsupportedOp`` names the submodule). So must a training-mode op that
+    the forward asks for itself (``F.batch_norm(..., training=True)``, ``F.dropout(..., training=True)``).
+    Only float32 networks are supported (parameters, buffers and floating-point inputs; integer
+    inputs, e.g. an embedding's indices, are fine): another dtype is a ValueError."""
     import torch
     from tvm import relax
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.torch import from_exported_program
 
-    with torch.no_grad():
-        ep = torch.export.export(module.eval(), tuple(example_inputs))
+    example_inputs = tuple(example_inputs)
+    _check_float32(module, example_inputs)
+    _refuse_training_layers(module)
+    flags = [(m, m.training) for m in module.modules()]
+    try:
+        with torch.no_grad():
+            ep = torch.export.export(module.eval(), example_inputs)
+    finally:
+        for m, training in flags:  # the caller's module as it was, every submodule
+            m.training = training
+    _refuse_training_ops(ep)
     kw = dict(keep_params_as_input=True, unwrap_unit_return_tuple=True)
     try:  # the exported ATen ops as they are: fast (EfficientNetV2-S: 0.5 s instead of ~12 s)
         mod = from_exported_program(ep, run_ep_decomposition=False, **kw,
                                     custom_convert_map={"batch_norm.default": _aten_batch_norm})
+    except UnsupportedOp:  # the decomposed import would not refuse it: it ignores what was refused
+        raise
     except Exception:  # noqa: BLE001 - an op only its decomposition covers: decompose (slower)
         mod = from_exported_program(ep, **kw)
     mod, params = detach_params(mod)
@@ -92,6 +112,61 @@ def import_torch(module, example_inputs):
     return relax.transform.BindParams("main", bound)(mod)
 
 
+SUPPORTED_DTYPE = "float32"
+
+
+def _check_float32(module, example_inputs) -> None:
+    """ValueError naming the first parameter, buffer or floating-point input that is not float32
+    (TVM 0.27's importer computes convolutions in float32 whatever the weights' dtype)."""
+    import torch
+    named = [*(("parameter", n, t) for n, t in module.named_parameters()),
+             *(("buffer", n, t) for n, t in module.named_buffers()),
+             *(("input", str(k), x) for k, x in enumerate(example_inputs))]
+    for what, name, t in named:
+        if not isinstance(t, torch.Tensor):
+            if what == "input":
+                raise ValueError(f"example input {name} is a {type(t).__name__}; give torch tensors")
+            continue
+        if (t.is_floating_point() or t.is_complex()) and t.dtype != torch.float32:
+            dtype = str(t.dtype).replace("torch.", "")
+            raise ValueError(f"{what} {name!r} is {dtype}: compile_model supports {SUPPORTED_DTYPE} networks only "
+                             f"(floating-point parameters, buffers and inputs in {SUPPORTED_DTYPE}; integer inputs "
+                             f"such as indices are fine): convert with module.float() and x.float()")
+
+
+def _refuse_training_layers(module) -> None:
+    """UnsupportedOp naming the first submodule in training mode whose forward there is not its
+    inference forward."""
+    from torch import nn
+    kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.RReLU)
+    for name, m in module.named_modules():
+        if not m.training:
+            continue
+        norm_stats = isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats
+        if isinstance(m, kinds) or norm_stats:
+            raise UnsupportedOp(f"submodule {name or '(the module itself)'!r} ({type(m).__name__}) is in training "
+                                f"mode, where its output is not its inference output; convtvm compiles inference: "
+                                f"call the module's eval() first")
+
+
+def _refuse_training_ops(ep) -> None:
+    """UnsupportedOp naming the first node of the exported graph that asks for training behaviour
+    itself (an ATen op with training=True / train=True: a batch norm with the batch's statistics, a
+    dropout): TVM's importer would drop that argument and compile the inference op instead."""
+    for node in ep.graph.nodes:
+        schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+        if schema is None:
+            continue
+        always = schema.name.split("::")[-1].startswith("_batch_norm_with_update")
+        for i, arg in enumerate(schema.arguments):
+            if arg.name not in ("training", "train"):
+                continue
+            value = node.args[i] if i < len(node.args) else node.kwargs.get(arg.name, False)
+            if value is True or always:
+                raise UnsupportedOp(f"{node.target} (node {node.name!r}) runs in training mode ({arg.name}=True); "
+                                    f"convtvm compiles inference only: pass {arg.name}=False (and call eval())")
+
+
 def _aten_batch_norm(node, importer):
     """aten.batch_norm(x, weight, bias, mean, var, training, momentum, eps, cudnn) in inference
     (TVM 0.27's converter reads its arguments as the decomposed op's: eps=momentum, training)."""
@@ -99,7 +174,8 @@ def _aten_batch_norm(node, importer):
     x = importer.env[node.args[0]]
     training, momentum, eps = node.args[5:8]
     if training:
-        raise UnsupportedOp("batch_norm in training mode: compile the module in eval()")
+        raise UnsupportedOp(f"{node.target} (node {node.name!r}) runs in training mode (training=True); "
+                            f"convtvm compiles inference only: pass training=False (and call eval())")
     channels, dtype = int(importer.shape_of(x)[1]), x.ty.dtype.dtype
 
     def arg(i, fill):
@@ -108,6 +184,90 @@ def _aten_batch_norm(node, importer):
     bn = relax.op.nn.batch_norm(x, arg(1, 1.0), arg(2, 0.0), arg(3, 0.0), arg(4, 1.0), axis=1, epsilon=eps,
                                 momentum=momentum, training=False)
     return importer.block_builder.emit(importer.block_builder.emit(bn)[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# indices: a gather never reads outside its table
+# ----------------------------------------------------------------------------------------------
+
+_GATHERS = ("relax.take", "relax.gather_elements")
+_SAME_VALUES = ("relax.astype", "relax.reshape", "relax.permute_dims", "relax.expand_dims", "relax.squeeze",
+                "relax.flatten", "relax.broadcast_to")  # every element of the input, unchanged (casts: in range)
+
+
+def index_bounds(mod) -> list[dict]:
+    """The network inputs that index a table: for every ``take`` (an embedding, ``index_select``,
+    ``x[idx]``) and ``gather_elements`` whose indices are one of ``main``'s inputs (through reshapes,
+    transposes, broadcasts and integer casts, which keep every value), ``{"input": position,
+    "name": its name, "size": the table's extent along the gathered axis, "op": the op}``; the
+    tightest per input. ``Model`` checks those inputs before it runs the network: the compiled gather
+    itself checks nothing, and read outside the table (garbage, or a crash)."""
+    from tvm import relax
+    func = mod["main"]
+    n_in = int(func.attrs["num_input"]) if func.attrs is not None and "num_input" in func.attrs else len(func.params)
+    inputs = {p: k for k, p in enumerate(func.params[:n_in])}
+    bound, found = {}, {}
+    for block in func.body.blocks:
+        for b in block.bindings:
+            bound[b.var] = b.value
+    for value in bound.values():
+        name = getattr(value.op, "name", None) if isinstance(value, relax.Call) else None
+        if name not in _GATHERS:
+            continue
+        data, idx = value.args[0], value.args[1]
+        try:
+            shape = _shape(data)
+        except (TypeError, ValueError, AttributeError):  # not a static shape
+            continue
+        axis = value.attrs.axis
+        size = math.prod(shape) if axis is None else shape[int(axis) % len(shape)]
+        while isinstance(idx, relax.Var) and idx in bound and isinstance(bound[idx], relax.Call) \
+                and getattr(bound[idx].op, "name", None) in _SAME_VALUES:
+            idx = bound[idx].args[0]
+        if idx in inputs:
+            k = inputs[idx]
+            if k not in found or size < found[k]["size"]:
+                found[k] = {"input": k, "name": str(idx.name), "size": int(size), "op": name.split(".")[-1]}
+    return [found[k] for k in sorted(found)]
+
+
+def safe_takes(mod):
+    """Every ``take`` in "fast" mode (no bounds check: an index outside the table reads outside it)
+    in "clip" mode: an index that ``Model`` cannot check before the run (one the network computes)
+    never reads outside the table."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+    take = tvm.ir.Op.get("relax.take")
+
+    @mutator
+    class Clipper(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if call.op != take or str(call.attrs.mode) != "fast":
+                return call
+            return self.builder_.normalize(relax.op.take(call.args[0], call.args[1], axis=call.attrs.axis,
+                                                         mode="clip"))
+
+    clipper = Clipper(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            clipper.builder_.update_func(gv, clipper.visit_expr(func))
+    return clipper.builder_.get()
+
+
+def check_indices(bounds: list[dict], arrays) -> None:
+    """IndexError naming the input, the index and the range, when an input that indexes a table
+    (``index_bounds``) holds an index outside it; before anything runs."""
+    for b in bounds:
+        a = np.asarray(arrays[b["input"]])
+        if not a.size:
+            continue
+        lo, hi = a.min(), a.max()
+        if lo < 0 or hi >= b["size"]:
+            bad = int(lo if lo < 0 else hi)
+            raise IndexError(f"input {b['input']} ({b['name']!r}) holds index {bad}, outside the {b['size']} entries "
+                             f"its {b['op']} reads: every index must be in [0, {b['size'] - 1}]")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -540,13 +700,11 @@ def schedule(mod, info: TargetInfo, tuning_log=None) -> tuple:
     from tvm import relax, tirx
     how = Counter()
     if tuning_log is not None:
-        from .tuning import DB_FILES, _open_db, check_log
+        from .tuning import check_log, open_log
         log = check_log(tuning_log, info, must_exist=True)
         with tempfile.TemporaryDirectory() as tmp:  # the database may rewrite its files: use a copy
-            for name in DB_FILES:
-                if (log / name).exists():
-                    shutil.copyfile(log / name, Path(tmp) / name)
-            with info.target, _open_db(Path(tmp)):
+            db, _ = open_log(log, tmp)  # without the lines it cannot read (each named in a warning)
+            with info.target, db:
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
     cfg = info.config["fallback"]
     for gv, func in list(mod.functions_items()):
@@ -636,12 +794,26 @@ def _is_reduction(sch, block) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 def compile_model(module, example_inputs, target="x86", tuning_log=None, **target_options) -> "Model":
-    """Compile a torch.nn.Module (in eval mode) for ``example_inputs``' shapes into one executable.
+    """Compile a torch.nn.Module for ``example_inputs``' shapes into one executable: its inference.
 
     x86 runs here; "arm" cross-compiles for aarch64 and runs on the ARM device (the emulated one
     unless ``convtvm.devices.set_arm_remote`` names a board); "cuda" builds here (nvcc) and runs
-    where a GPU is."""
+    where a GPU is. ``target_options``: arm_cpu, cuda_arch, num_cores (any other keyword is a
+    ValueError).
+
+    Training mode: the module is exported in eval mode and left as it was given (every submodule's
+    training flag restored). A module in training mode whose BatchNorm, InstanceNorm (with running
+    statistics), Dropout or RReLU layers are in training mode is refused (``UnsupportedOp``, a
+    ValueError, naming the layer): in training mode torch answers with the batch's statistics or
+    random drops, which an inference executable cannot reproduce; call ``module.eval()`` first. Any
+    other module in training mode (e.g. a freshly made ``nn.Embedding``) compiles as in eval mode: a
+    custom submodule that branches on ``self.training`` compiles its eval branch.
+
+    Float32 networks only (integer inputs, such as indices, are fine). An integer input that indexes
+    a table (an embedding, ``index_select``, ``x[idx]``, ``gather``) is checked at every call: an
+    index outside the table is an IndexError naming the input, raised before the network runs."""
     import tvm
+    check_target_options(target_options, "compile_model", ("module", "example_inputs", "target", "tuning_log"))
     info = resolve(target, **target_options)
     if info.kind == "cuda":
         from . import cuda
@@ -650,6 +822,8 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **targe
     times = {}
     t0 = time.time()
     mod = import_torch(module, example_inputs)
+    bounds = index_bounds(mod)
+    mod = safe_takes(mod)
     times["import_s"] = time.time() - t0
     t0 = time.time()
     lowered, workloads = Counter(), []
@@ -661,7 +835,7 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **targe
     ex = tvm.compile(mod, target=_with_host(info), relax_pipeline=_vm_pipeline(info))
     times["build_s"] = time.time() - t0
     inputs = [{"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")} for x in example_inputs]
-    net = Model(ex, info, inputs, outputs, dict(lowered), dict(how))
+    net = Model(ex, info, inputs, outputs, dict(lowered), dict(how), index_bounds=bounds)
     net.workloads, net.tir, net.compile_times = workloads, mod, times
     return net
 
@@ -694,8 +868,9 @@ class Model:
     the ARM device over RPC, or on the local GPU; the executable is loaded there on the first call."""
 
     def __init__(self, lib, target: TargetInfo, inputs: list, outputs: list, lowered_ops: dict, schedules: dict,
-                 path: str | None = None):
+                 path: str | None = None, index_bounds: list | None = None):
         self.lib, self.target, self.inputs, self.outputs, self.path = lib, target, inputs, outputs, path
+        self.index_bounds = list(index_bounds or [])  # inputs that index a table: checked at every call
         self.lowered_ops, self.schedules = lowered_ops, schedules  # op -> count; how -> TIR functions
         self._vm = self._dev = self._remote = None
         self.workloads, self.tir, self.compile_times = [], None, {}
@@ -726,8 +901,10 @@ class Model:
         return relax.VirtualMachine(lib, dev), dev
 
     def run(self, *arrays) -> list:
-        """numpy arrays in, list of numpy arrays out."""
+        """numpy arrays in, list of numpy arrays out. An input that indexes a table must hold indices
+        inside it (IndexError otherwise, before anything runs)."""
         import tvm
+        check_indices(self.index_bounds, arrays)
         vm = self.vm
         args = [tvm.runtime.tensor(np.ascontiguousarray(a), self._dev) for a in arrays]
         if self.target.kind == "arm" and self.target.is_remote:  # a remote VM returns remote objects
@@ -764,8 +941,10 @@ class Model:
         from tvm import relax
         if self.target.is_remote or self.target.kind == "cuda":
             raise ValueError(f"profile runs on this machine's CPU; this model's target is {self.target.kind}")
+        xs = [x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x) for x in xs]
+        check_indices(self.index_bounds, xs)
         vm = relax.VirtualMachine(self.lib, tvm.cpu())  # its own VM: an instrument cannot be removed
-        args = [tvm.runtime.tensor(np.ascontiguousarray(np.asarray(x))) for x in xs]
+        args = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in xs]
         secs, started = Counter(), {}
         calls = Counter()
 
@@ -792,7 +971,7 @@ class Model:
     def export(self, path) -> str:
         """Write ``path`` (a shared library) and ``path.json`` (its manifest), each atomically."""
         fields = {"kind": "model", "inputs": self.inputs, "outputs": self.outputs,
-                  "lowered_ops": self.lowered_ops, "schedules": self.schedules}
+                  "lowered_ops": self.lowered_ops, "schedules": self.schedules, "index_bounds": self.index_bounds}
         self.path = export_with_manifest(path, self.lib, self.target, fields)
         return self.path
 
@@ -856,7 +1035,7 @@ def load_model(path, manifest: dict) -> Model:
     with _drop_scope_warnings():
         lib = load_library(info, str(path))
     return Model(lib, info, manifest["inputs"], manifest["outputs"], manifest.get("lowered_ops", {}),
-                 manifest.get("schedules", {}), str(path))
+                 manifest.get("schedules", {}), str(path), index_bounds=manifest.get("index_bounds"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1192,14 +1371,11 @@ def _recorded_trials(log, key: str) -> int | None:
 
 def _log_trials(tasks: list[Task], info: TargetInfo, log) -> int:
     """Measured records in ``log`` for these tasks."""
-    from .tuning import DB_FILES, _open_db, _target_key
+    from .tuning import _target_key, open_log
     mine = _target_key(json.loads(info.target_json))
     n = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for name in DB_FILES:
-            if (Path(log) / name).exists():
-                shutil.copyfile(Path(log) / name, Path(tmp) / name)
-        db = _open_db(Path(tmp))
+        db, _ = open_log(log, tmp)
         for t in tasks:
             if db.has_workload(t.mod):
                 n += sum(1 for r in db.get_top_k(db.commit_workload(t.mod), 1 << 30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -64,6 +65,29 @@ def configure_cpu_threads() -> None:
       workers warm across back-to-back calls (0 would make every call wake them: 0.044 -> 0.068 ms)."""
     os.environ.setdefault("TVM_NUM_THREADS", str(cpu_threads()))
     os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "1000")
+    global _AT_FORK
+    if not _AT_FORK and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_single_threaded_after_fork)
+        _AT_FORK = True
+
+
+_AT_FORK = False
+
+
+def _single_threaded_after_fork() -> None:
+    """In a child of ``os.fork()`` (``multiprocessing``'s fork context too): TVM's CPU kernels run on
+    the calling thread alone.
+
+    TVM's thread pool is made once per thread, on its first parallel kernel, and its worker threads do
+    not survive a fork: in a child of a parent that had run a kernel, the next kernel hands its tasks
+    to workers that do not exist and waits for them for ever. TVM 0.27 has no call that rebuilds the
+    pool (``runtime.config_threadpool`` re-pins the old workers' thread ids, which in the child are the
+    parent's threads), but every parallel launch first reads TVM_NUM_THREADS (``MaxConcurrency``) and
+    with 1 runs the kernel on the calling thread, without the pool. So the child gets
+    TVM_NUM_THREADS=1, whatever it was (processes it starts inherit that). ``subprocess`` (fork + exec)
+    runs no at-fork hook and is not affected."""
+    if "tvm" in sys.modules:  # the parent loaded TVM (and may have started its pool); else nothing to undo
+        os.environ["TVM_NUM_THREADS"] = "1"
 
 
 @lru_cache(maxsize=None)
@@ -76,6 +100,19 @@ def schedule_config(kind: str) -> dict:
 def host_cpu() -> str:
     from tvm.target import codegen
     return codegen.llvm_get_system_cpu()
+
+
+TARGET_OPTIONS = ("arm_cpu", "cuda_arch", "num_cores")
+
+
+def check_target_options(options: dict, func: str = "resolve", params: tuple = ()) -> dict:
+    """``options`` (keyword arguments that ``func`` passes on to ``resolve``), or a ValueError naming
+    the keyword that is not one of them and every keyword ``func`` accepts (its own ``params`` first)."""
+    unknown = [k for k in options if k not in TARGET_OPTIONS]
+    if unknown:
+        raise ValueError(f"{func}() got an unknown keyword argument {unknown[0]!r}; it accepts "
+                         f"{', '.join((*params, *TARGET_OPTIONS))}")
+    return options
 
 
 def resolve(target, arm_cpu: str | None = None, cuda_arch: str = "sm_90", num_cores: int | None = None) -> TargetInfo:
@@ -109,7 +146,26 @@ def resolve(target, arm_cpu: str | None = None, cuda_arch: str = "sm_90", num_co
 
 def _canon(d: dict) -> str:
     import tvm
+    if d.get("kind") == "llvm" and d.get("mcpu"):
+        _check_mcpu(d)
     t = tvm.target.Target(d)
     keep = {k: v for k, v in d.items()}
     str(t)  # validates the dict
     return json.dumps(keep, sort_keys=True)
+
+
+def _check_mcpu(d: dict) -> None:
+    """An LLVM target's ``mcpu`` must be a CPU that LLVM knows for its triple (the host's when it names
+    none): LLVM itself only warns, and builds generic code under the unknown name."""
+    from tvm.target import codegen
+    mcpu, triple = str(d["mcpu"]), str(d.get("mtriple") or codegen.llvm_get_system_triple())
+    if codegen.llvm_is_valid_cpu(mcpu, triple):
+        return
+    try:
+        import tvm
+        known = sorted(str(c) for c in codegen.llvm_get_cpu_archlist(tvm.target.Target(
+            {"kind": "llvm", **({"mtriple": d["mtriple"]} if d.get("mtriple") else {})})))
+    except Exception:  # noqa: BLE001 - only for the message
+        known = []
+    hint = f"; LLVM knows {len(known)}, e.g. {', '.join(known[:12])}" if known else ""
+    raise ValueError(f"mcpu={mcpu!r} is not a CPU that LLVM knows for {triple}{hint}")
