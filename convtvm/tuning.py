@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import types
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def _target_key(t: dict) -> tuple:
 
 def log_target(log) -> TargetInfo:
     """The target a tuning log's records were measured on (its target.json)."""
+    _must_be_folder(log)
     meta = Path(log) / "target.json"
     if not meta.exists():
         raise ValueError(f"tuning log {log} has no target.json: cannot tell which target it was tuned for")
@@ -64,9 +66,17 @@ def log_target(log) -> TargetInfo:
         raise ValueError(f"{meta}: corrupt tuning log metadata ({e!r})") from None
 
 
+def _must_be_folder(log) -> None:
+    if Path(log).exists() and not Path(log).is_dir():
+        raise ValueError(f"tuning log {log} must be a folder (a MetaSchedule database: target.json, "
+                         f"{DB_FILES[0]}, {DB_FILES[1]}), not a file")
+
+
 def check_log(log, info: TargetInfo, must_exist: bool) -> Path:
-    """Validate a log directory: it belongs to ``info``'s target and every line parses."""
+    """Validate a log directory: a folder, and it belongs to ``info``'s target. Its lines are checked
+    where the log is read (``open_log``): a bad one is skipped with a warning, not fatal."""
     log = Path(log)
+    _must_be_folder(log)
     meta = log / "target.json"
     if not log.exists():
         if must_exist:
@@ -83,20 +93,156 @@ def check_log(log, info: TargetInfo, must_exist: bool) -> Path:
                              f"not {mine}: records for another target are never applied")
     elif any((log / f).exists() for f in DB_FILES):
         raise ValueError(f"tuning log {log} has no target.json: cannot tell which target it was tuned for")
-    for name in DB_FILES:
-        path = log / name
-        if not path.exists():
-            continue
-        with open(path) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: corrupt tuning log line ({e.msg}); "
-                                     f"remove or repair that line") from None
     return log
+
+
+class LogWarning(UserWarning):
+    """A line of a tuning log that cannot be read (skipped; the log's other records still apply)."""
+
+
+def _skipped(path: Path, lineno: int, why: str) -> None:
+    warnings.warn(f"{path}:{lineno}: {why}; skipped (the log's other records still apply)", LogWarning,
+                  stacklevel=4)
+
+
+def _nonblank_lines(path: Path) -> list:
+    """[(line number, text)] of a database file's non-blank lines (the lines MetaSchedule reads; a
+    record's workload index counts these)."""
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [(n, line.rstrip("\n")) for n, line in enumerate(f, 1) if line.strip()]
+
+
+def _workload_problem(obj) -> str | None:
+    if not (isinstance(obj, list) and len(obj) == 2 and isinstance(obj[0], (str, int)) and isinstance(obj[1], str)):
+        return "not a [structural hash, module] workload line"
+    return None
+
+
+def _record_problem(obj, workloads: int) -> str | None:
+    """Why a parsed record line is not one MetaSchedule can read, or None. (MetaSchedule's loader
+    crashes the process on some malformed records, e.g. an object instead of a list.)"""
+    if not (isinstance(obj, list) and len(obj) == 2):
+        return "not a [workload index, record] line"
+    wl, rec = obj
+    if not isinstance(wl, int) or isinstance(wl, bool) or not 0 <= wl < workloads:
+        return f"workload index {wl!r} is not one of the log's {workloads} workloads"
+    if not (isinstance(rec, list) and len(rec) == 4):
+        return "the record is not [trace, run_secs, target, args_info]"
+    trace, secs, target, args = rec
+    if not (isinstance(trace, list) and len(trace) == 2 and isinstance(trace[0], list) and isinstance(trace[1], list)
+            and all(isinstance(i, list) and len(i) == 4 for i in trace[0])
+            and all(isinstance(d, list) and len(d) == 2 for d in trace[1])):
+        return "malformed trace"
+    if secs is not None and not (isinstance(secs, list) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in secs)):
+        return "malformed run times"
+    if not isinstance(target, dict) or not isinstance(args, list):
+        return "malformed target or argument info"
+    return None
+
+
+def _parse_log(log: Path) -> tuple[list, list, bool]:
+    """The readable lines of ``log``'s database files: ([(line, workload json)], [(line, [workload
+    position in the first list, record json])], whether every line was). A line that does not
+    parse, or is not shaped as MetaSchedule writes it, is skipped with a warning; so is a record of a
+    skipped workload line, and the records after it are renumbered."""
+    wl_path, rec_path = log / DB_FILES[0], log / DB_FILES[1]
+    wl_lines, rec_lines = _nonblank_lines(wl_path), _nonblank_lines(rec_path)
+    workloads, position = [], {}
+    for index, (n, text) in enumerate(wl_lines):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            _skipped(wl_path, n, f"corrupt workload line ({e.msg}), and every record of it")
+            continue
+        why = _workload_problem(obj)
+        if why:
+            _skipped(wl_path, n, f"{why}, and every record of it")
+            continue
+        position[index] = len(workloads)
+        workloads.append((n, obj))
+    records = []
+    for n, text in rec_lines:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            _skipped(rec_path, n, f"corrupt tuning record line ({e.msg})")
+            continue
+        why = _record_problem(obj, len(wl_lines))
+        if why:
+            _skipped(rec_path, n, why)
+            continue
+        if obj[0] not in position:
+            _skipped(rec_path, n, f"a record of {wl_path.name} line {wl_lines[obj[0]][0]}, which was skipped")
+            continue
+        records.append((n, [position[obj[0]], obj[1]]))
+    return workloads, records, len(workloads) == len(wl_lines) and len(records) == len(rec_lines)
+
+
+def _write_lines(path: Path, objs) -> None:
+    with open(path, "w") as f:
+        f.write("".join(json.dumps(o) + "\n" for o in objs))
+
+
+def open_log(log, into) -> tuple:
+    """Copy ``log``'s database into the folder ``into`` without the lines MetaSchedule cannot read
+    (each skipped with a ``LogWarning`` naming its file and line: one bad record never takes the
+    others with it) and open the copy: (JSONDatabase, the original line number of each record
+    line of the copy). A line can be unreadable as JSON, malformed, or hold a workload or trace
+    that MetaSchedule cannot rebuild (a trace that no longer replays on its workload)."""
+    from tvm.s_tir import meta_schedule as ms
+    log, into = Path(log), Path(into)
+    workloads, records, clean = _parse_log(log)
+    for name in DB_FILES:
+        if (into / name).exists():
+            (into / name).unlink()
+    if clean:  # the usual case: the files as they are
+        for name in DB_FILES:
+            if (log / name).exists():
+                shutil.copyfile(log / name, into / name)
+    else:
+        _write_lines(into / DB_FILES[0], [o for _, o in workloads])
+        _write_lines(into / DB_FILES[1], [o for _, o in records])
+    try:
+        return _open_db(into), [n for n, _ in records]
+    except Exception:  # noqa: BLE001 - a line MetaSchedule cannot rebuild: find it, line by line
+        pass
+    built, keep_wl, position = [], [], {}
+    for k, (n, obj) in enumerate(workloads):
+        try:
+            built.append(ms.database.Workload.from_json(obj))
+        except Exception as e:  # noqa: BLE001
+            _skipped(log / DB_FILES[0], n,
+                     f"a workload MetaSchedule cannot read ({_first_line(e)}), and every record of it")
+            continue
+        position[k] = len(keep_wl)
+        keep_wl.append(obj)
+    keep_rec, lines = [], []
+    for n, (wl, rec) in records:
+        if wl not in position:
+            continue
+        try:
+            ms.database.TuningRecord.from_json(rec, built[position[wl]])  # replays the trace on the workload
+        except Exception as e:  # noqa: BLE001
+            _skipped(log / DB_FILES[1], n, f"its trace does not replay on its workload ({_first_line(e)})")
+            continue
+        keep_rec.append([position[wl], rec])
+        lines.append(n)
+    _write_lines(into / DB_FILES[0], keep_wl)
+    _write_lines(into / DB_FILES[1], keep_rec)
+    try:
+        return _open_db(into), lines
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"tuning log {log} cannot be read ({_first_line(e)})") from None
+
+
+def _first_line(e: Exception) -> str:
+    """``e`` in one line for a message: its type and the first line of its text (TVM's errors run to
+    many lines; a ScheduleError's text is often not rendered at all)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip() and ln.strip() != "(not rendered)"]
+    return f"{type(e).__name__}: {lines[0]}"[:300] if lines else type(e).__name__
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
@@ -145,17 +291,36 @@ def best_record(w: Workload, info: TargetInfo, log):
     log = check_log(log, info, must_exist=True)
     mod = tuned_ir_module(w, info)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in DB_FILES:
-            if (log / name).exists():
-                shutil.copyfile(log / name, Path(tmp) / name)
-        db = _open_db(Path(tmp))
+        db, lines = open_log(log, tmp)
         if not db.has_workload(mod):
             return None, mod
         mine = _target_key(json.loads(info.target_json))
         records = [r for r in db.get_top_k(db.commit_workload(mod), 1 << 30)
                    if _target_key(r.target.export()) == mine and r.run_secs]
-    check = info.kind == "x86" and not info.is_remote
-    return next((r for r in records if not check or _reproduces_torch(w, info, mod, r)), None), mod
+        check = info.kind == "x86" and not info.is_remote
+        for r in records:
+            try:
+                if not check or _reproduces_torch(w, info, mod, r):
+                    return r, mod
+            except Exception as e:  # noqa: BLE001 - a record that replays but does not build: the next
+                where = _record_line(Path(tmp), lines, mod, r)
+                warnings.warn(f"{log / DB_FILES[1]}{f':{where}' if where else ''}: a record of {w} does not "
+                              f"build ({_first_line(e)}); skipped (the log's other records still apply)",
+                              LogWarning, stacklevel=2)
+    return None, mod
+
+
+def _record_line(copy: Path, lines: list, mod, record) -> int | None:
+    """The line of the original log that a record of ``mod`` in its ``open_log`` copy came from,
+    found by its run times (a trace with an index map cannot be written back as JSON); None unless
+    exactly one record of ``mod`` has those times."""
+    try:
+        wl = set(workload_lines_of(copy, [mod]))
+        secs = [float(x) for x in record.run_secs]
+        found = [lines[k] for k, (i, rec) in enumerate(_rows(copy)) if i in wl and rec[1] == secs]
+        return found[0] if len(found) == 1 else None
+    except Exception:  # noqa: BLE001 - only for the message
+        return None
 
 
 def _reproduces_torch(w: Workload, info: TargetInfo, mod, record) -> bool:
@@ -391,10 +556,7 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
     start = time.time()
     with tempfile.TemporaryDirectory(prefix="convtvm_tune_") as tmp:
         work = Path(tmp)
-        for name in DB_FILES:
-            if (log / name).exists():
-                shutil.copyfile(log / name, work / name)
-        database = _open_db(work)
+        database, _ = open_log(log, work)  # a line it cannot read is skipped, and not written back
         builder, runner = _make_builder_runner(info, isolated)
         interrupted: list = []
 
@@ -604,8 +766,20 @@ def _progress_callback(tasks, start, progress, sync):
 # ----------------------------------------------------------------------------------------------
 
 def _rows(log: Path) -> list:
-    with open(log / DB_FILES[1]) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """``log``'s tuning records as ``[workload line, record]`` rows; a line that does not parse is
+    skipped with a warning."""
+    rows, path = [], Path(log) / DB_FILES[1]
+    for n, text in _nonblank_lines(path):
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            _skipped(path, n, f"corrupt tuning record line ({e.msg})")
+            continue
+        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[1], list) and len(row[1]) >= 2):
+            _skipped(path, n, "not a [workload index, record] line")
+            continue
+        rows.append(row)
+    return rows
 
 
 def row_secs(row) -> float:
@@ -759,11 +933,9 @@ def merge(src, dst, trials: dict | None = None, progress=print) -> int:
     from tvm.s_tir import meta_schedule as ms
     with tempfile.TemporaryDirectory(prefix="convtvm_merge_") as tmp:
         work = Path(tmp)
-        for name in DB_FILES:
-            if (dst / name).exists():
-                shutil.copyfile(dst / name, work / name)
-        db, added = _open_db(work), 0
-        for rec in _open_db(src).get_all_tuning_records():
+        (work / "src").mkdir()
+        db, added = open_log(dst, work)[0], 0
+        for rec in open_log(src, work / "src")[0].get_all_tuning_records():
             wl = db.commit_workload(rec.workload.mod)
             db.commit_tuning_record(ms.database.TuningRecord(rec.trace, wl, rec.run_secs, rec.target, rec.args_info))
             added += 1

@@ -4,6 +4,7 @@ into one Relax VM executable from convtvm's kernels, checked against PyTorch on 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -712,3 +713,21 @@ def test_compile_model_runs_3x3_convolutions_as_winograd(tile, seed, monkeypatch
     else:  # only the stride-1, dilation-1 conv, with its BN bias, SiLU and the residual add fused in
         assert len(winograd) == 1 and "silu" in winograd[0] and winograd[0].count("add") == 2
     assert net.lowered_ops == {"relax.nn.conv2d": 4}
+
+
+def test_a_bad_line_in_the_log_is_skipped_with_a_warning_and_the_network_compiles(tmp_path, seed):
+    """One corrupt record line of a shipped log made every compile with that log fail; now that line
+    is skipped, named (file and line) in a warning, and the network compiles and matches torch."""
+    from convtvm import tuning
+    log = tmp_path / "x86-znver3"
+    shutil.copytree(ROOT / "tuning_logs" / "x86-znver3", log)
+    path = log / tuning.DB_FILES[1]
+    lines = path.read_text().splitlines()
+    lines[4] = lines[4][: len(lines[4]) // 2]
+    path.write_text("\n".join(lines) + "\n")
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU()).eval()
+    x = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(seed))
+    with pytest.warns(tuning.LogWarning, match=rf"{path}:5: corrupt tuning record line"):
+        net = graph.compile_model(model, [x], tuning.log_target(log), tuning_log=log)  # its own CPU's records
+    with torch.no_grad():
+        assert max_err(net(x), model(x)) <= TOL

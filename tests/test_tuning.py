@@ -6,7 +6,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -76,14 +78,114 @@ def test_foreign_target_log_is_refused(tuned_log):
         convtvm.tune(W, "arm", trials=1, log=tuned_log)
 
 
-def test_corrupt_log_gets_clear_error(tuned_log, tmp_path):
+def _corrupt(log, lines: dict) -> Path:
+    """Replace record lines (1-based line number -> text) of ``log``'s record file."""
+    path = log / tuning.DB_FILES[1]
+    text = path.read_text().splitlines()
+    for n, line in lines.items():
+        text[n - 1] = line
+    path.write_text("\n".join(text) + "\n")
+    return path
+
+
+def _bad_trace(line: str) -> str:
+    """A record line whose trace names a block the workload does not have: it does not replay."""
+    row = json.loads(line)
+    inst = next(i for i in row[1][0][0] if i[0] == "GetSBlock")
+    inst[2][0] = "no_such_block"
+    return json.dumps(row)
+
+
+def test_bad_records_are_skipped_with_a_warning_and_the_rest_apply(tuned_log, tmp_path, seed):
+    """One bad line made every build with the log fail (a ValueError, or MetaSchedule's
+    "parallel_for_dynamic error" naming no file or line, or a crash for a record that is not a list)."""
     log = tmp_path / "x86"
     shutil.copytree(tuned_log, log)
-    with open(log / tuning.DB_FILES[1], "a") as f:
-        f.write('[0, {"broken": \n')
-    n = len((log / tuning.DB_FILES[1]).read_text().splitlines())
-    with pytest.raises(ValueError, match=rf"database_tuning_record.json:{n}: corrupt tuning log line"):
-        convtvm.build(W, "x86", tuning_log=log)
+    lines = (log / tuning.DB_FILES[1]).read_text().splitlines()
+    path = _corrupt(log, {2: lines[1][:80], 4: _bad_trace(lines[3]), 5: '{"not": "a record"}',
+                          6: "[99, " + lines[5].split(",", 1)[1]})
+    with pytest.warns(tuning.LogWarning) as caught:
+        m = convtvm.build(W, "x86", tuning_log=log)
+    messages = [str(w.message) for w in caught]
+    for n, why in ((2, "corrupt tuning record line"), (4, "its trace does not replay on its workload"),
+                   (5, "not a [workload index, record] line"), (6, "workload index 99 is not one of")):
+        assert any(msg.startswith(f"{path}:{n}: {why}") and "skipped" in msg for msg in messages), (n, messages)
+    assert m.schedule == "tuned"
+    xs = W.random_inputs(seed=seed)
+    assert rel_err(m(*xs), W.reference(*xs)) <= 1e-4
+    good = [ln for k, ln in enumerate(lines, 1) if k not in (2, 4, 5, 6)]
+    with tempfile.TemporaryDirectory() as tmp, pytest.warns(tuning.LogWarning):
+        db, kept = tuning.open_log(log, tmp)  # the loader: the 4 good records, their original lines named
+        assert kept == [1, 3, 7, 8] and len(db.get_all_tuning_records()) == len(good) == 4
+
+
+def test_a_corrupt_workload_line_takes_only_its_own_records(tuned_log, tmp_path):
+    """A second workload's line corrupted: its records are skipped, and the first workload's records,
+    before and after it in the record file, still apply."""
+    log = tmp_path / "x86"
+    other = convtvm.workload("conv2d", in_channels=4, out_channels=8, input_size=(9, 9), kernel_size=3, padding=1)
+    shutil.copytree(tuned_log, log)
+    convtvm.tune(other, "x86", trials=4, log=log, trials_per_iter=4, seed=1, progress=lambda s: None)
+    wl_path = log / tuning.DB_FILES[0]
+    wl_lines = wl_path.read_text().splitlines()
+    assert len(wl_lines) == 2
+    wl_path.write_text(wl_lines[0] + "\n" + json.dumps([json.loads(wl_lines[1])[0], "AAAA"]) + "\n")
+    with pytest.warns(tuning.LogWarning, match=rf"{wl_path}:2: a workload MetaSchedule cannot read"):
+        assert convtvm.build(W, "x86", tuning_log=log).schedule == "tuned"
+    with pytest.warns(tuning.LogWarning):
+        assert convtvm.build(other, "x86", tuning_log=log).schedule == "fallback"
+
+
+def test_a_record_that_does_not_build_is_skipped(tuned_log, monkeypatch):
+    calls = []
+    real = tuning._reproduces_torch
+
+    def first_fails(w, info, mod, record):
+        calls.append(record)
+        if len(calls) == 1:
+            raise RuntimeError("LLVM ERROR: cannot select\nmore detail")
+        return real(w, info, mod, record)
+
+    monkeypatch.setattr(tuning, "_reproduces_torch", first_fails)
+    with pytest.warns(tuning.LogWarning, match=r"database_tuning_record\.json:\d+: a record of conv2d.* does not "
+                                              r"build \(RuntimeError: LLVM ERROR: cannot select\); skipped"):
+        record, _ = tuning.best_record(W, resolve("x86"), tuned_log)
+    assert len(calls) == 2 and record is calls[1]
+
+
+def test_a_tuning_run_on_a_log_with_a_bad_line_goes_on_without_it(tuned_log, tmp_path):
+    log = tmp_path / "x86"
+    shutil.copytree(tuned_log, log)
+    lines = (log / tuning.DB_FILES[1]).read_text().splitlines()
+    _corrupt(log, {3: lines[2][:50]})
+    with pytest.warns(tuning.LogWarning, match=":3: corrupt tuning record line"):
+        result = convtvm.tune(W, "x86", trials=4, log=log, trials_per_iter=4, seed=3, progress=lambda s: None)
+    after = records(log)
+    assert result["trials"] >= 1 and len(after) == len(lines) - 1 + result["trials"]
+    assert after[:7] == [json.loads(ln) for k, ln in enumerate(lines, 1) if k != 3]  # the bad line left out
+
+
+def test_a_tuning_log_must_be_a_folder(tmp_path):
+    """A regular file as the log silently gave the fallback schedule (build) or failed inside
+    mkdir (tune)."""
+    log = tmp_path / "log.json"
+    log.write_text("{}\n")
+    for call in (lambda: convtvm.build(W, "x86", tuning_log=log),
+                 lambda: convtvm.tune(W, "x86", trials=1, log=log),
+                 lambda: tuning.log_target(log)):
+        with pytest.raises(ValueError, match=r"tuning log .*log\.json must be a folder"):
+            call()
+
+
+@pytest.mark.parametrize("target", [{"kind": "llvm", "mcpu": "notacpu"},
+                                    {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "znver3"}])
+def test_an_unknown_mcpu_is_refused(target):
+    """LLVM only warned, and the build went on with generic code under that name."""
+    with pytest.raises(ValueError, match=rf"mcpu='{target['mcpu']}' is not a CPU that LLVM knows"):
+        resolve(target)
+    with pytest.raises(ValueError, match="is not a CPU that LLVM knows"):
+        resolve("arm", arm_cpu="cortex-a999")
+    assert resolve({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"}).tag == "arm-cortex-a72"
 
 
 def test_prune_keeps_the_best(tuned_log, tmp_path):
@@ -147,7 +249,9 @@ def test_sigint_loses_no_committed_record(tmp_path):
     assert "interrupted" in out
     final = records(log)
     assert final[:len(seen)] == seen and len(final) >= len(seen)
-    tuning.check_log(log, resolve("x86"), must_exist=True)  # every line still parses
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tuning.LogWarning)  # every line still parses
+        tuning._parse_log(log)
     assert convtvm.build(W, "x86", tuning_log=log).schedule == "tuned"
 
 
