@@ -7,14 +7,36 @@ import argparse
 import ast
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
 def _value(text: str):
+    """A parameter's value: a Python literal (3, (3, 3), 'same', True), true/false in any case as a
+    boolean, anything else as the string itself."""
+    if text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+def _at_least(minimum: int, what: str):
+    """argparse type: an integer >= ``minimum`` (``what`` names the rule in the message)."""
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+    return count
+
+
+_positive = _at_least(1, "a positive integer")
+_nonnegative = _at_least(0, "an integer >= 0")
 
 
 def parse_params(items) -> dict:
@@ -51,9 +73,17 @@ def _workloads(args) -> dict:
     if getattr(args, "suite", None):
         return suites.suite(args.suite)
     if getattr(args, "file", None):
-        return suites.load_file(args.file)
+        try:
+            return suites.load_file(args.file)
+        except (TypeError, AttributeError, KeyError, IndexError) as e:  # JSON of another shape than a workload file
+            raise ValueError(f"{args.file}: not a workload file (a list of {{\"variant\": NAME, parameters...}} "
+                             f"objects, or {{name: {{...}}}}): {type(e).__name__}: {e}") from None
     if getattr(args, "variant", None):
-        w = workload(args.variant, **parse_params(args.params))
+        params = parse_params(args.params)
+        try:
+            w = workload(args.variant, **params)
+        except TypeError as e:  # a value of the wrong type where the parameter's checks did not expect it
+            raise ValueError(f"{args.variant} {' '.join(args.params)}: a parameter has the wrong type ({e})") from None
         return {args.variant: w}
     raise ValueError("name a variant (with name=value parameters), --suite NAME or --file FILE")
 
@@ -129,8 +159,11 @@ def cmd_build(args) -> int:
     info = _target(args)
     ws = _workloads(args)
     out = Path(args.output)
+    single = len(ws) == 1 and out.suffix == ".so" and not out.is_dir()  # an existing folder is a folder
+    if not single and out.exists() and not out.is_dir():
+        raise ValueError(f"-o {out} is a file: give a folder for {len(ws)} workloads (or NAME.so for one)")
     for name, w in ws.items():
-        path = out if len(ws) == 1 and out.suffix == ".so" else out / f"{name}.so"
+        path = out if single else out / f"{name}.so"
         print(f"building {w} for {info.tag} ...", flush=True)
         m = build(w, info, tuning_log=args.log)
         m.export(path)
@@ -242,11 +275,39 @@ def cmd_device(args) -> int:
     return 0
 
 
+def _one_line(e: BaseException) -> str:
+    """An error as one line: its message's first line (TVM's run to many), with the exception's type
+    unless it is one convtvm raises for bad input."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines()
+             if ln.strip() and not ln.lstrip().startswith(("Traceback", "File \""))]
+    text = lines[0] if lines else ""
+    if isinstance(e, (ValueError, FileNotFoundError)) and text:
+        return text
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _warning_printer(cmd: str, show):
+    """warnings.showwarning that prints a skipped tuning log line as one line of its own."""
+    def printer(message, category, filename, lineno, file=None, line=None):
+        if category.__name__ == "LogWarning":
+            print(f"convtvm {cmd}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return printer
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="convtvm", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="on an error, show its traceback")
+    debug = argparse.ArgumentParser(add_help=False)  # --debug after the command too
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, show its traceback")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("check", help="build every variant on representative shapes and compare with torch")
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[debug], **kw)
+
+    p = command("check", help="build every variant on representative shapes and compare with torch")
     _target_args(p)
     p.add_argument("--log", help="tuning log directory to take tuned schedules from")
     p.add_argument("variants", nargs="*", help="only these variants")
@@ -255,7 +316,7 @@ def main(argv=None) -> int:
     for verb, fn, hlp in (("tune", cmd_tune, "auto-schedule with MetaSchedule"),
                           ("build", cmd_build, "compile to .so + manifest"),
                           ("bench", cmd_bench, "time against PyTorch, write JSON results")):
-        p = sub.add_parser(verb, help=hlp)
+        p = command(verb, help=hlp)
         _target_args(p)
         p.add_argument("variant", nargs="?", help="a variant name (see convtvm.variants())")
         p.add_argument("params", nargs="*", help="name=value parameters, e.g. in_channels=64 input_size=56,56")
@@ -263,13 +324,14 @@ def main(argv=None) -> int:
         p.add_argument("--file", help="a JSON file of workloads")
         p.add_argument("--log", help="tuning log directory (default tuning_logs/<target tag>)")
         p.add_argument("--model", help="a network, e.g. efficientnet_v2_s")
-        p.add_argument("--input-size", type=int, default=224, help="network input size (default 224)")
+        p.add_argument("--input-size", type=_positive, default=224, help="network input size (default 224)")
         if verb == "tune":
-            p.add_argument("--trials", type=int, default=64, help="measured trials in all (default 64)")
-            p.add_argument("--trials-per-iter", type=int, default=32)
+            p.add_argument("--trials", type=_positive, default=64, help="measured trials in all (default 64)")
+            p.add_argument("--trials-per-iter", type=_positive, default=32,
+                           help="candidates measured per batch (default 32)")
             p.add_argument("--isolated", action="store_true",
                            help="compile and measure in worker processes (safer, slower)")
-            p.add_argument("--tasks", type=int, help="with --model: only its N heaviest tasks (calls x FLOPs)")
+            p.add_argument("--tasks", type=_positive, help="with --model: only its N heaviest tasks (calls x FLOPs)")
             p.add_argument("--untuned", action="store_true",
                            help="with --model: only its tasks that the log has no record for")
             p.add_argument("--task", action="append", metavar="NAME",
@@ -277,19 +339,19 @@ def main(argv=None) -> int:
         if verb == "build":
             p.add_argument("-o", "--output", default="build", help="output .so (one workload) or folder")
         if verb == "bench":
-            p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (median)")
+            p.add_argument("--rounds", type=_positive, default=15, help="interleaved timing rounds (median)")
             p.add_argument("-o", "--output", help="result JSON (default results/<target>-<suite>.json)")
         p.set_defaults(fn=fn)
 
-    p = sub.add_parser("report", help="render bench results as report.html + report.md")
+    p = command("report", help="render bench results as report.html + report.md")
     p.add_argument("results", nargs="+")
     p.add_argument("-o", "--output", required=True, help="output folder, e.g. reports/x86")
     p.set_defaults(fn=cmd_report)
 
-    p = sub.add_parser("prune-log", help="keep only the best records of a tuning log")
+    p = command("prune-log", help="keep only the best records of a tuning log")
     p.add_argument("log")
-    p.add_argument("--keep", type=int, default=1)
-    p.add_argument("--retime", type=int, default=0,
+    p.add_argument("--keep", type=_positive, default=1, help="records kept per workload (default 1)")
+    p.add_argument("--retime", type=_nonnegative, default=0,
                    help="time each workload's N best records again, interleaved, and keep the fastest "
                         "(on a quiet machine: the search's own timings are noisy under load)")
     p.add_argument("--suite", help="also record trials and tuning curves for this suite's workloads")
@@ -298,40 +360,50 @@ def main(argv=None) -> int:
     p.add_argument("--into", help="merge the pruned records into this log (e.g. tuning_logs/x86-znver3)")
     p.add_argument("--model", help="with --into: merge only this model's tasks' records (e.g. efficientnet_v2_s) "
                                    "and add LOG's trials that INTO does not already hold to its trial count")
-    p.add_argument("--input-size", type=int, default=224, help="with --model: the input size it was tuned at")
-    p.add_argument("--in-network", type=int, metavar="K",
+    p.add_argument("--input-size", type=_positive, default=224, help="with --model: the input size it was tuned at")
+    p.add_argument("--in-network", type=_positive, metavar="K",
                    help="with --model: of each of its tasks' K best records, keep the one whose kernel runs "
                         "fastest in the compiled network (profiled; on a quiet machine); with --into, the "
                         "record INTO used before the merge is one of the K and stays unless clearly beaten")
     p.set_defaults(fn=cmd_prune)
 
-    p = sub.add_parser("sweep-tiles", help="time every register tile around a model's records; add the faster ones")
+    p = command("sweep-tiles", help="time every register tile around a model's records; add the faster ones")
     p.add_argument("log")
     p.add_argument("--model", required=True, help="e.g. efficientnet_v2_s")
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--tasks", type=int, default=8, help="the N heaviest tasks (calls x FLOPs)")
-    p.add_argument("--keep", type=int, default=2, help="records added per task, at most")
-    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    p.add_argument("--input-size", type=_positive, default=224)
+    p.add_argument("--tasks", type=_positive, default=8, help="the N heaviest tasks (calls x FLOPs)")
+    p.add_argument("--keep", type=_positive, default=2, help="records added per task, at most")
+    p.add_argument("--rounds", type=_positive, default=7, help="interleaved timing rounds")
     p.set_defaults(fn=cmd_sweep)
 
-    p = sub.add_parser("retarget-log", help="carry a log's best records over to this machine's CPU (each "
+    p = command("retarget-log", help="carry a log's best records over to this machine's CPU (each "
                                             "replayed, checked and timed here)")
     p.add_argument("log", help="e.g. tuning_logs/x86-znver3")
     p.add_argument("--target", default="x86")
-    p.add_argument("--num-cores", type=int)
+    p.add_argument("--num-cores", type=_positive)
     p.add_argument("-o", "--output", help="the log to merge them into (default tuning_logs/<target tag>)")
     p.set_defaults(fn=cmd_retarget)
 
-    p = sub.add_parser("device", help="set up a device: convtvm device setup arm-emulated")
+    p = command("device", help="set up a device: convtvm device setup arm-emulated")
     p.add_argument("action")
     p.add_argument("device")
     p.set_defaults(fn=cmd_device)
 
     args = parser.parse_args(argv)
     try:
-        return args.fn(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"convtvm {args.cmd}: error: {e}", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(args.cmd, warnings.showwarning)
+            return args.fn(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"\nconvtvm {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the command line shows an error as one line, not a traceback
+        if args.debug:
+            raise
+        hint = "" if isinstance(e, (ValueError, FileNotFoundError)) else " (--debug shows the traceback)"
+        print(f"convtvm {args.cmd}: error: {_one_line(e)}{hint}", file=sys.stderr)
         return 2
 
 
