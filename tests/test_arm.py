@@ -1,6 +1,10 @@
 """ARM (aarch64 + NEON): every variant cross-compiles, and runs on the emulated aarch64 device
-(qemu-user + TVM's minimal RPC server) matching torch. CI installs the cross toolchain and qemu."""
+(qemu-user + TVM's minimal RPC server) matching torch. CI installs the cross toolchain and qemu.
 
+Without them (aarch64-linux-gnu-g++, its objdump, qemu-aarch64) every test here is skipped with the
+reason; under CI (CI=true) that is an error instead, so CI never passes without running them."""
+
+import os
 import re
 import subprocess
 
@@ -13,6 +17,23 @@ from convtvm.params import ConvSpec
 from conftest import rel_err
 
 REPS = suites.representative()
+
+
+def under_ci() -> bool:
+    """CI=true (or 1, yes): the ARM tools must be there."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def arm_tools():
+    """Every test here needs the cross toolchain and qemu-user: skipped with the reason when they are
+    missing, an error under CI."""
+    try:
+        return device.check_tools(need_objdump=True)
+    except RuntimeError as e:
+        if under_ci():
+            pytest.fail(f"CI={os.environ['CI']}: the ARM tests must run there, and cannot: {e}", pytrace=False)
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
