@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -106,7 +105,7 @@ def carry_over(w: Workload, info: TargetInfo, donor: Path):
     checked against PyTorch and timed here; kept in the user's log when it passes. Returns the
     scheduled IRModule, or None when ``donor`` holds no record of ``w`` that passes here."""
     records, mod = _donor_records(w, info, donor)
-    record = next((r for r in records[:3] if tuning._reproduces_torch(w, info, mod, r)), None)
+    record = next((r for r in records[:3] if _passes_here(w, info, mod, r)), None)
     if record is None:
         return None
     _announce(info, donor)
@@ -115,16 +114,22 @@ def carry_over(w: Workload, info: TargetInfo, donor: Path):
     return tuning.scheduled(mod, record)
 
 
+def _passes_here(w: Workload, info: TargetInfo, mod, record) -> bool:
+    """The record replays, builds for ``info`` and reproduces torch here (a donor's trace may not build
+    for this CPU: then it is passed over, as a wrong one is)."""
+    try:
+        return tuning._reproduces_torch(w, info, mod, record)
+    except Exception:  # noqa: BLE001 - a trace that does not build here: not carried over
+        return False
+
+
 def _donor_records(w: Workload, info: TargetInfo, donor: Path):
     """(the records of ``w`` that ``donor`` measured on its own CPU, fastest first; ``w``'s tuning
     IRModule). None is run here for the donor's CPU: its code may use instructions this CPU lacks."""
     donor_key = tuning._target_key(json.loads(tuning.log_target(donor).target_json))
     mod = tuning.tuned_ir_module(w, info)
     with tempfile.TemporaryDirectory(prefix="convtvm_donor_") as tmp:
-        for name in tuning.DB_FILES:
-            if (donor / name).exists():
-                shutil.copyfile(donor / name, Path(tmp) / name)
-        db = tuning._open_db(Path(tmp))
+        db, _ = tuning.open_log(donor, tmp)  # a bad line is skipped with a warning naming it
         if not db.has_workload(mod):
             return [], mod
         records = [r for r in db.get_top_k(db.commit_workload(mod), 1 << 30)
@@ -150,10 +155,7 @@ def _keep(w: Workload, info: TargetInfo, mod, record, secs: float, donor: Path) 
     log.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="convtvm_carry_") as tmp:
         work = Path(tmp)
-        for name in tuning.DB_FILES:
-            if (log / name).exists():
-                shutil.copyfile(log / name, work / name)
-        db = tuning._open_db(work)
+        db, _ = tuning.open_log(log, work)
         db.commit_tuning_record(ms.database.TuningRecord(record.trace, db.commit_workload(mod), [secs],
                                                          info.target, record.args_info))
         tuning._sync(work, log, info)

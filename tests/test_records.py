@@ -72,3 +72,13 @@ def test_a_log_of_this_cpu_is_applied_as_tuned(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVTVM_CACHE", str(tmp_path / "cache"))
     m = convtvm.build(w)
     assert m.schedule == "tuned" and m.schedule_source == str(shipped / info.tag)
+
+
+def test_a_bad_line_in_a_donor_log_is_skipped_with_a_warning(only_other_cpus_shipped):
+    shipped, info = only_other_cpus_shipped
+    donor = records.donor_logs(info)[0]
+    with open(donor / tuning.DB_FILES[1], "a") as f:
+        f.write("[0, not json\n")
+    with pytest.warns(tuning.LogWarning, match=r"database_tuning_record.json:\d+"):
+        m = convtvm.build(DEP4)
+    assert m.schedule == "carried over"
