@@ -45,12 +45,14 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import records
 from .module import _tvm_version, export_with_manifest, write_json_atomic
 from .targets import TargetInfo, check_target_options, cpu_threads, resolve
 
@@ -89,13 +91,8 @@ def import_torch(module, example_inputs):
     example_inputs = tuple(example_inputs)
     _check_float32(module, example_inputs)
     _refuse_training_layers(module)
-    flags = [(m, m.training) for m in module.modules()]
-    try:
-        with torch.no_grad():
-            ep = torch.export.export(module.eval(), example_inputs)
-    finally:
-        for m, training in flags:  # the caller's module as it was, every submodule
-            m.training = training
+    with in_eval(module), torch.no_grad():
+        ep = torch.export.export(module, example_inputs)
     _refuse_training_ops(ep)
     kw = dict(keep_params_as_input=True, unwrap_unit_return_tuple=True)
     try:  # the exported ATen ops as they are: fast (EfficientNetV2-S: 0.5 s instead of ~12 s)
@@ -110,6 +107,18 @@ def import_torch(module, example_inputs):
     n_in = int(func.attrs["num_input"])
     bound = {v: p for v, p in zip(func.params[n_in:], params.get("main", []))}
     return relax.transform.BindParams("main", bound)(mod)
+
+
+@contextlib.contextmanager
+def in_eval(module):
+    """``module`` in eval mode for the block; every submodule's training flag restored after it (the
+    caller's module is left as it was)."""
+    flags = [(m, m.training) for m in module.modules()]
+    try:
+        yield module.eval()
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 SUPPORTED_DTYPE = "float32"
@@ -695,13 +704,15 @@ def lower(mod, info: TargetInfo, lowered: Counter | None = None, workloads: list
 SCHEDULED = "tirx.is_scheduled"
 
 
-def schedule(mod, info: TargetInfo, tuning_log=None) -> tuple:
-    """Schedule every TIR function; returns (module, Counter of how: tuned/fallback/generic)."""
+def schedule(mod, info: TargetInfo, tuning_log=None, carried: bool = False) -> tuple:
+    """Schedule every TIR function for ``info``; returns (module, Counter of how: tuned/fallback/generic).
+    ``tuning_log``'s records must be for ``info``, or, with ``carried``, for another CPU of its kind
+    (their traces replayed for this one)."""
     from tvm import relax, tirx
     how = Counter()
     if tuning_log is not None:
-        from .tuning import check_log, open_log
-        log = check_log(tuning_log, info, must_exist=True)
+        from .tuning import check_log, log_target, open_log
+        log = check_log(tuning_log, log_target(tuning_log) if carried else info, must_exist=True)
         with tempfile.TemporaryDirectory() as tmp:  # the database may rewrite its files: use a copy
             db, _ = open_log(log, tmp)  # without the lines it cannot read (each named in a warning)
             with info.target, db:
@@ -827,17 +838,47 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **targe
     times["import_s"] = time.time() - t0
     t0 = time.time()
     lowered, workloads = Counter(), []
-    mod = lower(mod, info, lowered, workloads)
-    mod, how = schedule(mod, info, tuning_log)
+    lowered_mod = lower(mod, info, lowered, workloads)
+    log, carried = (records.network_log(info) if tuning_log is None else
+                    (None if tuning_log is False else tuning_log, False))
+    mod, how = schedule(lowered_mod, info, log, carried)
     times["lower_s"] = time.time() - t0
+    net = _build(mod, how, info, example_inputs, lowered, bounds, times)
+    if carried and how["tuned"]:  # another CPU's records, replayed here: the network must still be torch's
+        if _matches_torch(net, module, example_inputs):
+            how["carried over"] = how.pop("tuned")
+            net.schedules = dict(how)
+        else:
+            warnings.warn(f"{log}'s records, replayed for {info.tag}, do not reproduce torch's result on this "
+                          f"network: compiled with the untuned schedules", stacklevel=2)
+            mod, how = schedule(lowered_mod, info, None)
+            net = _build(mod, how, info, example_inputs, lowered, bounds, times)
+    net.workloads = workloads
+    return net
+
+
+def _build(mod, how, info: TargetInfo, example_inputs, lowered, bounds, times) -> "Model":
+    import tvm
     t0 = time.time()
     outputs = _tensor_specs(mod["main"].ret_ty)
     ex = tvm.compile(mod, target=_with_host(info), relax_pipeline=_vm_pipeline(info))
     times["build_s"] = time.time() - t0
     inputs = [{"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")} for x in example_inputs]
     net = Model(ex, info, inputs, outputs, dict(lowered), dict(how), index_bounds=bounds)
-    net.workloads, net.tir, net.compile_times = workloads, mod, times
+    net.tir, net.compile_times = mod, times
     return net
+
+
+def _matches_torch(net: "Model", module, example_inputs, tol: float = 1e-4) -> bool:
+    """The compiled network gives the module's eval-mode result on ``example_inputs`` (each output
+    within ``tol`` of its largest magnitude)."""
+    import torch
+    with in_eval(module), torch.no_grad():
+        ref = module(*example_inputs)
+    ref = list(ref) if isinstance(ref, (tuple, list)) else [ref]
+    got = net(*example_inputs)
+    got = list(got) if isinstance(got, tuple) else [got]
+    return all(float((g - r).abs().max()) <= tol * max(float(r.abs().max()), 1e-30) for g, r in zip(got, ref))
 
 
 def _with_host(info: TargetInfo):

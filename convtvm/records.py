@@ -18,27 +18,22 @@ A record is applied only when its kernel reproduces PyTorch's result on this mac
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import artifact, tuning
-from .targets import ROOT, TargetInfo
+from .targets import SHIPPED_LOGS as SHIPPED
+from .targets import TargetInfo
 from .variants import Workload
 
-SHIPPED = ROOT / "tuning_logs"
 CARRIED = "carried.json"  # in a user's log: workload key -> the shipped log its record was carried from
 _told: set = set()  # target tags whose record source this process has announced
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("CONVTVM_CACHE") or Path.home() / ".cache" / "convtvm")
-
-
 def user_log(info: TargetInfo) -> Path:
-    return cache_dir() / "tuning_logs" / info.tag
+    return tuning.default_log(info)
 
 
 def shipped_log(info: TargetInfo) -> Path | None:
@@ -71,6 +66,18 @@ def default_schedule(w: Workload, info: TargetInfo) -> Schedule:
             if mod is not None:
                 return Schedule(mod, "carried over", str(donor))
     return Schedule(None, "fallback", None)
+
+
+def network_log(info: TargetInfo) -> tuple[Path | None, bool]:
+    """(the log a network compiled with no log named takes its tasks' records from, whether that log is
+    another CPU's): the user's log if it holds records, else this target's shipped log, else (x86) the
+    nearest shipped log, whose records the network compile replays for this CPU and checks as a whole
+    against torch. (None, False) where there is none."""
+    for log in (user_log(info), shipped_log(info)):
+        if log is not None and (log / tuning.DB_FILES[1]).is_file():
+            return log, False
+    donors = donor_logs(info) if info.kind == "x86" and not info.is_remote else []
+    return (donors[0], True) if donors else (None, False)
 
 
 def _carried(log: Path) -> dict:

@@ -10,8 +10,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEDULES = Path(os.environ.get("CONVTVM_SCHEDULES", ROOT / "schedules"))
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent  # the checkout, in an editable install
+# schedules/ and tuning_logs/: package data in a wheel (setup.py), top-level folders of the checkout otherwise
+DATA = PACKAGE / "data" if (PACKAGE / "data" / "schedules").is_dir() else ROOT
+SCHEDULES = Path(os.environ.get("CONVTVM_SCHEDULES", DATA / "schedules"))
+SHIPPED_LOGS = DATA / "tuning_logs"  # read-only: nothing convtvm does writes there
+
+
+def cache_dir() -> Path:
+    """The user's folder for convtvm's records: $CONVTVM_CACHE, default ~/.cache/convtvm."""
+    return Path(os.environ.get("CONVTVM_CACHE") or Path.home() / ".cache" / "convtvm")
 KINDS = ("x86", "arm", "cuda")
 
 

@@ -36,7 +36,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .targets import ROOT, TargetInfo, resolve
+from .targets import ROOT, SHIPPED_LOGS, TargetInfo, cache_dir, resolve
 from .variants import Workload
 
 DB_FILES = ("database_workload.json", "database_tuning_record.json")
@@ -47,7 +47,18 @@ DB_FILES = ("database_workload.json", "database_tuning_record.json")
 # ----------------------------------------------------------------------------------------------
 
 def default_log(info: TargetInfo) -> Path:
-    return ROOT / "tuning_logs" / info.tag
+    """Where records go when no log is named: the user's log of the target,
+    ``<cache>/tuning_logs/<tag>`` (``targets.cache_dir``); never the shipped logs."""
+    return cache_dir() / "tuning_logs" / info.tag
+
+
+def _seed(log: Path, info: TargetInfo) -> Path:
+    """The log a tuning run starts from: ``log`` itself, or, for the user's log before its first
+    record, the target's shipped log (so the user's log layers their records over the shipped ones)."""
+    shipped = SHIPPED_LOGS / info.tag
+    if log == default_log(info) and not (log / DB_FILES[1]).exists() and (shipped / "target.json").is_file():
+        return shipped
+    return log
 
 
 def _target_key(t: dict) -> tuple:
@@ -556,7 +567,7 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
     start = time.time()
     with tempfile.TemporaryDirectory(prefix="convtvm_tune_") as tmp:
         work = Path(tmp)
-        database, _ = open_log(log, work)  # a line it cannot read is skipped, and not written back
+        database, _ = open_log(_seed(log, info), work)  # a line it cannot read is skipped, not written back
         builder, runner = _make_builder_runner(info, isolated)
         interrupted: list = []
 

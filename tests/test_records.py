@@ -82,3 +82,46 @@ def test_a_bad_line_in_a_donor_log_is_skipped_with_a_warning(only_other_cpus_shi
     with pytest.warns(tuning.LogWarning, match=r"database_tuning_record.json:\d+"):
         m = convtvm.build(DEP4)
     assert m.schedule == "carried over"
+
+
+def test_the_network_log_is_the_users_then_the_shipped_then_the_nearest_cpus(only_other_cpus_shipped):
+    shipped, info = only_other_cpus_shipped
+    assert records.network_log(info) == (records.donor_logs(info)[0], True)
+    shutil.copytree(shipped / "x86-znver3", shipped / info.tag)  # as if shipped for this CPU
+    assert records.network_log(info) == (shipped / info.tag, False)
+    shutil.copytree(shipped / "x86-znver3", records.user_log(info))
+    assert records.network_log(info) == (records.user_log(info), False)
+
+
+@pytest.fixture(scope="module")
+def other_cpus_network_log(tmp_path_factory):
+    """A small network and a log of its heaviest task's records measured for another CPU (znver3: its
+    AVX2 code runs on any CPU these tests run on)."""
+    import torch
+    from torch import nn
+
+    from convtvm import graph
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()).eval()
+    x = torch.randn(1, 8, 16, 16)
+    other = resolve({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
+    tasks = graph.extract_tasks(graph.lower(graph.import_torch(model, [x]), other), other)
+    log = tmp_path_factory.mktemp("other_cpu") / "x86-znver3"
+    graph.tune_tasks(tasks[:1], other, trials=4, log=log, trials_per_iter=4, seed=0, progress=lambda s: None)
+    return model, x, log
+
+
+def test_a_network_takes_another_cpus_records_when_they_reproduce_torch(other_cpus_network_log, monkeypatch):
+    import torch
+
+    from convtvm import graph
+    model, x, log = other_cpus_network_log
+    monkeypatch.setattr(records, "network_log", lambda info: (log, True))
+    net = graph.compile_model(model, [x])
+    assert net.schedules.get("carried over") == 1 and "tuned" not in net.schedules
+    with torch.no_grad():
+        assert rel_err(net(x).numpy(), model(x).numpy()) <= 1e-4
+    monkeypatch.setattr(graph, "_matches_torch", lambda *a: False)  # as if the replayed kernels were wrong
+    with pytest.warns(UserWarning, match="do not reproduce torch's result"):
+        net = graph.compile_model(model, [x])
+    assert "carried over" not in net.schedules and "tuned" not in net.schedules
