@@ -1427,48 +1427,50 @@ def _log_trials(tasks: list[Task], info: TargetInfo, log) -> int:
 def bench_model(name: str, input_size: int, target_info, log=None, rounds: int = 15, *, batch: int = 1,
                 progress=print) -> dict:
     """Time tuned and untuned convtvm, PyTorch eager, torch.compile and (if importable) ONNX Runtime
-    on one network, in this process, with the same thread count, interleaved rounds, medians."""
+    on one network, each called as its users call it (``net(x)`` and ``model(x)`` on a torch tensor,
+    ``session.run`` on a numpy array), in this process, with the same thread count, interleaved
+    rounds, medians (schema "convtvm.bench/2"). ``log``: the tuned side's records, as
+    ``compile_model``'s ``tuning_log`` (None: the default records)."""
     import torch
-    from . import bench, tuning
+    from . import bench
     info = resolve(target_info)
     if info.is_remote:
         raise ValueError(f"bench runs on this machine; target {info.kind} is not local here")
     threads = bench.same_threads()
     model, x = model_and_input(name, input_size, batch)
-    xn = x.numpy()
     with torch.no_grad():
         ref = model(x).numpy()
-    log = Path(log) if log else tuning.default_log(info)
     notes, runs, trials = [], {}, None
     progress(f"compiling {name} ({input_size}x{input_size}, batch {batch}) for {info.tag} ...")
-    runs["convtvm_untuned"] = _vm_runner(compile_model(model, [x], info), xn)
-    if log.exists():
-        tuned = compile_model(model, [x], info, tuning_log=log)
-        if tuned.schedules.get("tuned"):
-            runs["convtvm_tuned"] = _vm_runner(tuned, xn)
-            trials = _recorded_trials(log, model_trials_key(name, input_size, batch))
-            if trials is None:  # a working log: count its records for this network's tasks
-                trials = _log_trials(extract_tasks(lower(import_torch(model, [x]), info), info), info, log)
-            notes.append(f"convtvm_tuned: {tuned.schedules['tuned']} of {sum(tuned.schedules.values())} "
-                         f"TIR functions from {log}")
-        else:
-            notes.append(f"convtvm_tuned: {log} has no record for this model's kernels")
+    runs["convtvm_untuned"] = compile_model(model, [x], info, tuning_log=False)
+    tuned = compile_model(model, [x], info, tuning_log=log)
+    applied = tuned.schedules.get("tuned", 0) + tuned.schedules.get("carried over", 0)
+    source = Path(log) if log else records.network_log(info)[0]
+    if applied:
+        runs["convtvm_tuned"] = tuned
+        trials = _recorded_trials(source, model_trials_key(name, input_size, batch))
+        if trials is None and log:  # a working log: count its records for this network's tasks
+            trials = _log_trials(extract_tasks(lower(import_torch(model, [x]), info), info), info, log)
+        notes.append(f"convtvm_tuned: {applied} of {sum(tuned.schedules.values())} TIR functions from {source} "
+                     f"({', '.join(f'{k} {v}' for k, v in tuned.schedules.items())})")
     else:
-        notes.append(f"convtvm_tuned: no tuning log at {log}")
+        notes.append(f"convtvm_tuned: no record for this model's kernels ({source or 'no log'})")
     with torch.no_grad():
-        runs["torch"] = lambda: model(x).numpy()
+        runs["torch"] = model
         try:
             compiled = torch.compile(model)
             compiled(x)  # compiles
-            runs["torch_compile"] = lambda: compiled(x).numpy()
+            runs["torch_compile"] = compiled
         except Exception as e:  # noqa: BLE001 - reported, not fatal
             notes.append(f"torch_compile skipped: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+        calls = {k: (lambda f=f: f(x)) for k, f in runs.items()}
         ort = _onnxruntime_runner(model, x, notes)
         if ort:
-            runs["onnxruntime"] = ort
-        errors = {k: float(np.abs(f() - ref).max() / max(np.abs(ref).max(), 1e-30)) for k, f in runs.items()}
+            calls["onnxruntime"] = ort
+        errors = {k: float(np.abs(np.asarray(f()) - ref).max() / max(np.abs(ref).max(), 1e-30))
+                  for k, f in calls.items()}
         contenders = {}
-        for k, f in runs.items():
+        for k, f in calls.items():
             est = min(_seconds(f, 1) for _ in range(3))  # warm-up + estimate
             contenders[k] = lambda f=f, n=bench._calls_for(est): _seconds(f, n)
         ms_ = bench.time_interleaved(contenders, rounds)
@@ -1476,7 +1478,7 @@ def bench_model(name: str, input_size: int, target_info, log=None, rounds: int =
     profiled = tuned if "convtvm_tuned" in runs else None
     row = {"name": name, "input_size": input_size, "batch": batch, "trials": trials, "timings_ms": timings,
            "max_rel_error": errors, "notes": notes,
-           "profile": profiled.profile(xn) if profiled else []}  # after the timing: it is no contender
+           "profile": profiled.profile(x.numpy()) if profiled else []}  # after the timing: it is no contender
     for k, v in timings.items():
         progress(f"  {k:16s} {f'{v:9.3f} ms' if v is not None else '   not measured'}"
                  + (f"   err {errors[k]:.1e}" if k in errors else ""))
@@ -1486,9 +1488,12 @@ def bench_model(name: str, input_size: int, target_info, log=None, rounds: int =
     for note in notes:
         progress(f"  note: {note}")
     peak = bench.peak_gflops(info.kind, threads)
-    return {"schema": "convtvm.bench/1", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    return {"schema": bench.SCHEMA, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": bench.machine(), "target": info.kind, "target_detail": json.loads(info.target_json),
             "emulated": False, "threads": threads, "peak_gflops": peak, "peak_source": "given" if peak else None,
+            "timed_as": {"convtvm_tuned": "net(x) on a torch tensor", "convtvm_untuned": "net(x), untuned schedules",
+                         "torch": "model(x) in eval, no_grad", "torch_compile": "torch.compile(model)(x)",
+                         "onnxruntime": "InferenceSession.run on a numpy array"},
             "results": [], "models": [row], "tuning_curves": []}
 
 
@@ -1497,13 +1502,6 @@ def _seconds(f, number: int) -> float:
     for _ in range(number):
         f()
     return (time.perf_counter() - t0) / number
-
-
-def _vm_runner(net: Model, x: np.ndarray):
-    """A zero-argument call of the VM on a pre-made input (what the timing loop measures)."""
-    import tvm
-    main, arg = net.vm["main"], tvm.runtime.tensor(x)
-    return lambda: _flatten(main(arg))[0].numpy()
 
 
 def _onnxruntime_runner(model, x, notes: list):
