@@ -114,7 +114,10 @@ def _torch_arg(x, name: str):
     goes through DLPack as it is (zero-copy); any other is copied once into one that is."""
     if x.device.type != "cpu":
         raise ValueError(f"input {name!r} is on {x.device}; this module runs on the CPU")
-    x = x.detach().resolve_conj().resolve_neg()
+    if x.requires_grad:
+        x = x.detach()
+    if x.is_conj() or x.is_neg():
+        x = x.resolve_conj().resolve_neg()
     if x.is_contiguous() and x.data_ptr() % ALIGNMENT == 0:
         return x
     y = x.clone(memory_format=__import__("torch").contiguous_format)
@@ -151,6 +154,13 @@ class Module:
         self.kernel = kernel or workload  # what the compiled kernel computes: the workload or its twin
         self._perms = relayout.input_perms(workload) if self.kernel is not workload else None
         self._remote = None
+        self._functions: dict = {}
+
+    def function(self, name: str):
+        """The compiled function ``name`` of the library (looked up once: a lookup costs ~15 us)."""
+        if name not in self._functions:
+            self._functions[name] = self.lib[name]
+        return self._functions[name]
 
     def __repr__(self) -> str:
         source = f" from {self.schedule_source}" if self.schedule_source else ""
@@ -199,11 +209,11 @@ class Module:
             import torch
             args = [_torch_arg(x, n) for x, n in zip(xs, names)]
             out = torch.empty(k.output_shape, dtype=getattr(torch, k.dtype))
-            self.lib[fname](*args, *bound, out)
+            self.function(fname)(*args, *bound, out)
             return out if self._perms is None else out.permute(relayout.output_perm(self.workload))
         args = [tvm.runtime.tensor(_numpy(x, n)) for x, n in zip(xs, names)]
         out = tvm.runtime.empty(k.output_shape, k.dtype)
-        self.lib[fname](*args, *bound, out)
+        self.function(fname)(*args, *bound, out)
         out = out.numpy()
         return out if self._perms is None else np.transpose(out, relayout.output_perm(self.workload))
 
@@ -244,7 +254,7 @@ class Module:
         if not self.packing:
             return "main", list(args)
         packed = [tvm.runtime.empty(shape, dtype) for shape, dtype in self.packing["packed"]]
-        self.lib["weight_prepack"](*[args[i] for i in self.packing["weights"]], *packed)
+        self.function("weight_prepack")(*[args[i] for i in self.packing["weights"]], *packed)
         pick = {"input": args, "packed": packed}
         return "prepacked", [pick[kind][i] for kind, i in self.packing["args"]]
 
@@ -268,6 +278,7 @@ class BoundModule:
         module.check_inputs(constants, w.input_names[1:], w.input_shapes[1:])
         self.module = module
         self._constants = constants
+        self._fast = None
         if module.target.is_remote:
             return
         k = module.kernel
@@ -280,11 +291,21 @@ class BoundModule:
         if order[0] is not data_slot:  # convtvm kernels take the data first
             raise RuntimeError(f"the {w.variant} kernel does not take its data first")
         self._bound = order[1:]
+        self._kernel = module.function(self._fname)
+        import torch
+        # what a torch call needs checked and made, prepared once: this call is the hot path
+        self._fast = (torch.Tensor, torch.Size(w.input_shapes[0]), getattr(torch, w.dtype), k.output_shape, torch.empty)
 
     def __repr__(self) -> str:
         return f"<convtvm.BoundModule {self.module!r}>"
 
     def __call__(self, x):
+        if not self.module._perms and self._fast and type(x) is self._fast[0]:  # the common torch call, checked
+            _, shape, dtype, out_shape, empty = self._fast
+            if x.shape == shape and x.dtype == dtype:
+                out = empty(out_shape, dtype=dtype)
+                self._kernel(_torch_arg(x, "data"), *self._bound, out)
+                return out
         m, w = self.module, self.module.workload
         m.check_inputs([x], w.input_names[:1], w.input_shapes[:1])
         if m.target.is_remote:

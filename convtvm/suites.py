@@ -161,11 +161,22 @@ def suite(name: str) -> dict[str, Workload]:
 
 
 def load_file(path) -> dict[str, Workload]:
-    """A JSON file of workloads: a list of {"variant": ..., params...} or {name: {...}}."""
+    """A JSON file of workloads: a list of {"variant": ..., params...} or {name: {...}}. Raises
+    ValueError naming the file (and the workload) for anything else."""
     with open(path) as f:
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not a JSON workload file ({e})") from None
+    if not isinstance(data, (dict, list)):
+        raise ValueError(f"{path}: a workload file holds a list of workloads or an object of named ones")
     items = data.items() if isinstance(data, dict) else ((f"w{i}", d) for i, d in enumerate(data))
-    return {name: from_json(d) for name, d in items}
+    out = {}
+    for name, d in items:
+        if not isinstance(d, dict) or "variant" not in d:
+            raise ValueError(f"{path}: workload {name!r} must be an object with a \"variant\" and its parameters")
+        try:
+            out[name] = from_json(d)
+        except ValueError as e:
+            raise ValueError(f"{path}: workload {name!r}: {e}") from None
+    return out

@@ -123,3 +123,17 @@ def test_bad_cuda_arch(conv):
     w, _ = conv
     with pytest.raises(ValueError, match="cuda arch 'ampere' must look like sm_XX"):
         convtvm.build(w, target="cuda", cuda_arch="ampere")
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"hello": 1}', "workload 'hello' must be an object with a \"variant\""),
+    ('[{"in_channels": 4}]', "workload 'w0' must be an object with a \"variant\""),
+    ('"conv2d"', "holds a list of workloads or an object of named ones"),
+    ('{"a": {"variant": "conv2d", "kernel_size": 3.0}}', "workload 'a': kernel_size"),
+])
+def test_a_workload_file_that_is_not_one_is_refused_by_name(tmp_path, content, message):
+    from convtvm import suites
+    path = tmp_path / "w.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        suites.load_file(path)
