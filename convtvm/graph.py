@@ -704,32 +704,44 @@ def lower(mod, info: TargetInfo, lowered: Counter | None = None, workloads: list
 SCHEDULED = "tirx.is_scheduled"
 
 
-def schedule(mod, info: TargetInfo, tuning_log=None, carried: bool = False) -> tuple:
-    """Schedule every TIR function for ``info``; returns (module, Counter of how: tuned/fallback/generic).
-    ``tuning_log``'s records must be for ``info``, or, with ``carried``, for another CPU of its kind
-    (their traces replayed for this one)."""
+def schedule(mod, info: TargetInfo, logs=()) -> tuple:
+    """Schedule every TIR function for ``info``: from the first of ``logs`` ((log, carried) pairs) that
+    holds a record of it, else the fallback. A log's records must be for ``info``, or, where ``carried``,
+    for another CPU of its kind (their traces replayed for this one). Returns (module, Counter of how:
+    tuned / carried over / fallback / generic)."""
     from tvm import relax, tirx
-    how = Counter()
-    if tuning_log is not None:
-        from .tuning import check_log, log_target, open_log
+
+    from .tuning import check_log, log_target, open_log
+    how, carried_funcs = Counter(), set()
+    for tuning_log, carried in logs:
         log = check_log(tuning_log, log_target(tuning_log) if carried else info, must_exist=True)
+        before = _scheduled(mod)
         with tempfile.TemporaryDirectory() as tmp:  # the database may rewrite its files: use a copy
             db, _ = open_log(log, tmp)  # without the lines it cannot read (each named in a warning)
             with info.target, db:
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        if carried:
+            carried_funcs |= _scheduled(mod) - before
     cfg = info.config["fallback"]
     for gv, func in list(mod.functions_items()):
         if not isinstance(func, tirx.PrimFunc):
             continue
-        if func.attrs is not None and SCHEDULED in func.attrs and bool(func.attrs[SCHEDULED]):
-            how["tuned"] += 1
+        if gv.name_hint in _scheduled(mod):
+            how["carried over" if gv.name_hint in carried_funcs else "tuned"] += 1
             continue
         func, kind = _schedule_one(func, info, cfg)
         how[kind] += 1
         mod[gv] = func.with_attr(SCHEDULED, True)
-    if how["tuned"]:
+    if how["tuned"] or how["carried over"]:
         mod = prepack_weights(mod, info)
     return mod, how
+
+
+def _scheduled(mod) -> set:
+    """Names of the TIR functions of ``mod`` that are scheduled already."""
+    from tvm import tirx
+    return {gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)
+            and f.attrs is not None and SCHEDULED in f.attrs and bool(f.attrs[SCHEDULED])}
 
 
 def prepack_weights(mod, info: TargetInfo):
@@ -839,20 +851,18 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **targe
     t0 = time.time()
     lowered, workloads = Counter(), []
     lowered_mod = lower(mod, info, lowered, workloads)
-    log, carried = (records.network_log(info) if tuning_log is None else
-                    (None if tuning_log is False else tuning_log, False))
-    mod, how = schedule(lowered_mod, info, log, carried)
+    logs = (records.network_logs(info) if tuning_log is None else
+            [] if tuning_log is False else [(tuning_log, False)])
+    mod, how = schedule(lowered_mod, info, logs)
     times["lower_s"] = time.time() - t0
     net = _build(mod, how, info, example_inputs, lowered, bounds, times)
-    if carried and how["tuned"]:  # another CPU's records, replayed here: the network must still be torch's
-        if _matches_torch(net, module, example_inputs):
-            how["carried over"] = how.pop("tuned")
-            net.schedules = dict(how)
-        else:
-            warnings.warn(f"{log}'s records, replayed for {info.tag}, do not reproduce torch's result on this "
-                          f"network: compiled with the untuned schedules", stacklevel=2)
-            mod, how = schedule(lowered_mod, info, None)
-            net = _build(mod, how, info, example_inputs, lowered, bounds, times)
+    # another CPU's records, replayed here: the network must still compute torch's result
+    if how["carried over"] and not _matches_torch(net, module, example_inputs):
+        own = [(log, carried) for log, carried in logs if not carried]
+        warnings.warn(f"{', '.join(str(log) for log, c in logs if c)}'s records, replayed for {info.tag}, do not "
+                      f"reproduce torch's result on this network: compiled without them", stacklevel=2)
+        mod, how = schedule(lowered_mod, info, own)
+        net = _build(mod, how, info, example_inputs, lowered, bounds, times)
     net.workloads = workloads
     return net
 
@@ -1445,10 +1455,12 @@ def bench_model(name: str, input_size: int, target_info, log=None, rounds: int =
     runs["convtvm_untuned"] = compile_model(model, [x], info, tuning_log=False)
     tuned = compile_model(model, [x], info, tuning_log=log)
     applied = tuned.schedules.get("tuned", 0) + tuned.schedules.get("carried over", 0)
-    source = Path(log) if log else records.network_log(info)[0]
+    sources = [Path(log)] if log else [lg for lg, _ in records.network_logs(info)]
+    source = ", ".join(map(str, sources))
     if applied:
         runs["convtvm_tuned"] = tuned
-        trials = _recorded_trials(source, model_trials_key(name, input_size, batch))
+        key = model_trials_key(name, input_size, batch)
+        trials = next((t for t in (_recorded_trials(lg, key) for lg in sources) if t is not None), None)
         if trials is None and log:  # a working log: count its records for this network's tasks
             trials = _log_trials(extract_tasks(lower(import_torch(model, [x]), info), info), info, log)
         notes.append(f"convtvm_tuned: {applied} of {sum(tuned.schedules.values())} TIR functions from {source} "

@@ -68,16 +68,16 @@ def default_schedule(w: Workload, info: TargetInfo) -> Schedule:
     return Schedule(None, "fallback", None)
 
 
-def network_log(info: TargetInfo) -> tuple[Path | None, bool]:
-    """(the log a network compiled with no log named takes its tasks' records from, whether that log is
-    another CPU's): the user's log if it holds records, else this target's shipped log, else (x86) the
-    nearest shipped log, whose records the network compile replays for this CPU and checks as a whole
-    against torch. (None, False) where there is none."""
-    for log in (user_log(info), shipped_log(info)):
-        if log is not None and (log / tuning.DB_FILES[1]).is_file():
-            return log, False
-    donors = donor_logs(info) if info.kind == "x86" and not info.is_remote else []
-    return (donors[0], True) if donors else (None, False)
+def network_logs(info: TargetInfo) -> list[tuple[Path, bool]]:
+    """The logs a network compiled with no log named takes its tasks' records from, first match first,
+    each with whether it is another CPU's: the user's log, this target's shipped log, and (x86, where no
+    log is shipped for this CPU) the nearest shipped log, whose records the network compile replays for
+    this CPU and then checks, by running the network, against torch."""
+    logs = [(log, False) for log in (user_log(info), shipped_log(info))
+            if log is not None and (log / tuning.DB_FILES[1]).is_file()]
+    if info.kind == "x86" and not info.is_remote and shipped_log(info) is None:
+        logs += [(donor, True) for donor in donor_logs(info)[:1]]
+    return logs
 
 
 def _carried(log: Path) -> dict:

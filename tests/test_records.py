@@ -84,13 +84,14 @@ def test_a_bad_line_in_a_donor_log_is_skipped_with_a_warning(only_other_cpus_shi
     assert m.schedule == "carried over"
 
 
-def test_the_network_log_is_the_users_then_the_shipped_then_the_nearest_cpus(only_other_cpus_shipped):
+def test_the_network_logs_are_the_users_then_the_shipped_then_the_nearest_cpus(only_other_cpus_shipped):
     shipped, info = only_other_cpus_shipped
-    assert records.network_log(info) == (records.donor_logs(info)[0], True)
+    donor = records.donor_logs(info)[0]
+    assert records.network_logs(info) == [(donor, True)]
+    shutil.copytree(shipped / "x86-znver3", records.user_log(info))  # the user's own records
+    assert records.network_logs(info) == [(records.user_log(info), False), (donor, True)]
     shutil.copytree(shipped / "x86-znver3", shipped / info.tag)  # as if shipped for this CPU
-    assert records.network_log(info) == (shipped / info.tag, False)
-    shutil.copytree(shipped / "x86-znver3", records.user_log(info))
-    assert records.network_log(info) == (records.user_log(info), False)
+    assert records.network_logs(info) == [(records.user_log(info), False), (shipped / info.tag, False)]
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_a_network_takes_another_cpus_records_when_they_reproduce_torch(other_cp
 
     from convtvm import graph
     model, x, log = other_cpus_network_log
-    monkeypatch.setattr(records, "network_log", lambda info: (log, True))
+    monkeypatch.setattr(records, "network_logs", lambda info: [(log, True)])
     net = graph.compile_model(model, [x])
     assert net.schedules.get("carried over") == 1 and "tuned" not in net.schedules
     with torch.no_grad():
@@ -125,3 +126,16 @@ def test_a_network_takes_another_cpus_records_when_they_reproduce_torch(other_cp
     with pytest.warns(UserWarning, match="do not reproduce torch's result"):
         net = graph.compile_model(model, [x])
     assert "carried over" not in net.schedules and "tuned" not in net.schedules
+
+
+def test_a_network_takes_each_tasks_record_from_the_first_log_that_holds_one(other_cpus_network_log, tmp_path,
+                                                                             monkeypatch):
+    """The user's log (here: one with no record of this network) does not hide the next log's records."""
+    from convtvm import graph
+    model, x, log = other_cpus_network_log
+    info = resolve("x86")
+    w = convtvm.workload("conv1d", in_channels=4, out_channels=4, input_size=(8,), kernel_size=3)
+    mine = tmp_path / info.tag
+    convtvm.tune(w, info, trials=2, log=mine, trials_per_iter=2, seed=0, progress=lambda *_: None)
+    monkeypatch.setattr(records, "network_logs", lambda info: [(mine, False), (log, True)])
+    assert graph.compile_model(model, [x]).schedules.get("carried over") == 1
