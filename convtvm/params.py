@@ -274,6 +274,10 @@ class PoolSpec:
             if 2 * p > k:
                 raise ValueError(f"padding={self.padding} must be at most half of the effective kernel size "
                                  f"and of kernel_size={self.kernel}, as torch requires (dilation={self.dilation})")
+        if self.kind == "avg" and self.ndim == 3 and any(i < k for i, k in zip(in_spatial, self.kernel)):
+            # torch's avg_pool3d (CPU) refuses an input smaller than the kernel, padding or not
+            raise ValueError(f"input_size={tuple(in_spatial)} must be at least kernel_size={self.kernel} in every "
+                             f"dimension for 3D average pooling, padding={self.padding} not counted (torch's rule)")
         for i, k, p, d in zip(in_spatial, self.kernel, self.padding, self.dilation):
             if d * (k - 1) + 1 > i + 2 * p:
                 raise ValueError(f"effective kernel size {d * (k - 1) + 1} (kernel_size={self.kernel}) is "

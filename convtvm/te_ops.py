@@ -264,16 +264,20 @@ def sigmoid(x: te.Tensor, tag: str = "") -> te.Tensor:
 
 def bn_silu(x: te.Tensor, gamma, beta, mean, var, spec: ConvSpec, tag: str) -> te.Tensor:
     """Inference batch-norm folded into a per-channel scale and shift, then SiLU, in ``x``'s dtype (the
-    batch-norm parameters are cast to it). SiLU is torch's at +-inf and NaN: x * sigmoid(x) is inf at
-    inf, NaN at NaN, and NaN at -inf (torch's x / (1 + exp(-x)) is -inf / inf there; fast_exp's clamp
-    would make it -inf, hence the select)."""
+    batch-norm parameters are cast to it).
+
+    The fold is torch's (CPU): alpha = 1 / sqrt(var + eps) * gamma, x * alpha + (beta - mean * alpha),
+    so that non-finite parameters give torch's result: with gamma = inf, x * inf + (beta - mean * inf)
+    is NaN where (x - mean) * inf + beta would be +-inf. SiLU is torch's at +-inf and NaN: x * sigmoid(x)
+    is inf at inf, NaN at NaN, and NaN at -inf (torch's x / (1 + exp(-x)) is -inf / inf there;
+    fast_exp's clamp would make it -inf, hence the select)."""
     dtype = str(x.dtype)
 
     def compute(*i):
         c = _split_index(spec, i)[1]
         g, b, m, v = (_to(t[c], dtype) for t in (gamma, beta, mean, var))
-        scale = g / te.sqrt(v + tirx.const(spec.bn_eps, dtype))
-        return (x[i] - m) * scale + b
+        alpha = tirx.const(1, dtype) / te.sqrt(v + tirx.const(spec.bn_eps, dtype)) * g
+        return x[i] * alpha + (b - m * alpha)
 
     y = te.compute(x.shape, compute, name=f"bn{tag}")
     s = sigmoid(y, tag)

@@ -108,6 +108,9 @@ BAD_TYPES = [
     # torch's pooling rule: padding <= kernel_size // 2 (a dilated window does not allow more)
     (dict(variant="max_pool1d", kernel_size=3, dilation=2, padding=2, input_size=(16,)),
      "padding=(2,) must be at most half of the effective kernel size and of kernel_size=(3,)"),
+    # torch's avg_pool3d refuses an input smaller than its kernel, padding or not (found by test_fuzz.py)
+    (dict(variant="avg_pool3d", channels=1, input_size=(1, 1, 2), kernel_size=(1, 1, 3), padding=(0, 0, 1)),
+     "input_size=(1, 1, 2) must be at least kernel_size=(1, 1, 3) in every dimension"),
 ]
 
 
@@ -259,6 +262,20 @@ def test_nan_and_inf_propagate_as_in_torch(variant, params, poisoned, seed):
         xs = w.random_inputs(seed=seed)
         _poison(xs[poisoned], rng, values, weight=poisoned > 0)
         _masks_match(m(*xs), w.reference(*xs))
+
+
+@pytest.mark.parametrize("param,value", [("bn_weight", np.inf), ("bn_weight", -np.inf), ("bn_mean", np.inf),
+                                         ("bn_bias", -np.inf)])
+def test_nonfinite_batch_norm_parameters_as_in_torch(param, value, seed):
+    """torch folds inference batch-norm as x * alpha + (beta - mean * alpha), alpha = gamma / sqrt(var + eps):
+    with gamma = inf that is NaN where (x - mean) * inf + beta was +-inf (found by test_fuzz.py); a -inf
+    that reaches SiLU is NaN."""
+    w = convtvm.workload("conv2d_bn_silu", batch=2, in_channels=4, out_channels=6, input_size=(7, 5), kernel_size=3,
+                         padding=1, layout="NHWC")
+    m = convtvm.build(w, "x86")
+    xs = w.random_inputs(seed=seed)
+    xs[w.input_names.index(param)][[1, 4]] = value
+    _masks_match(m(*xs), w.reference(*xs))
 
 
 def test_max_pool_of_minus_inf_windows_is_minus_inf():
