@@ -73,11 +73,7 @@ def _workloads(args) -> dict:
     if getattr(args, "suite", None):
         return suites.suite(args.suite)
     if getattr(args, "file", None):
-        try:
-            return suites.load_file(args.file)
-        except (TypeError, AttributeError, KeyError, IndexError) as e:  # JSON of another shape than a workload file
-            raise ValueError(f"{args.file}: not a workload file (a list of {{\"variant\": NAME, parameters...}} "
-                             f"objects, or {{name: {{...}}}}): {type(e).__name__}: {e}") from None
+        return suites.load_file(args.file)  # ValueError naming the file and the workload
     if getattr(args, "variant", None):
         params = parse_params(args.params)
         try:

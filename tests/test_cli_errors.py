@@ -33,8 +33,8 @@ def one_error_line(capsys, cmd: str) -> str:
 
 
 @pytest.mark.parametrize("args,cmd,message", [
-    (["build", "--file", "{tmp}/hello.json"], "build", "hello.json: not a workload file"),
-    (["build", "--file", "{tmp}/list.json"], "build", "list.json: not a workload file"),
+    (["build", "--file", "{tmp}/hello.json"], "build", "hello.json: workload 'hello' must be an object"),
+    (["build", "--file", "{tmp}/list.json"], "build", "list.json: workload 'w0' must be an object"),
     (["tune", *SMALL, "--trials", "2", "--log", "{tmp}/afile"], "tune", "afile must be a folder"),
     (["build", *SMALL, "--log", "{tmp}/afile", "-o", "{tmp}/out"], "build", "afile must be a folder"),
     (["check", "--log", "{tmp}/afile", "avg_pool2d"], "check", "afile must be a folder"),
@@ -59,7 +59,7 @@ def test_any_exception_is_one_line_and_debug_shows_the_traceback(files, capsys, 
     for argv in (["--debug", "report", "x.json", "-o", "r"], ["report", "x.json", "-o", "r", "--debug"]):
         with pytest.raises(KeyError, match="somewhere inside"):
             main(argv)
-    with pytest.raises(ValueError, match="not a workload file"):
+    with pytest.raises(ValueError, match="workload 'hello' must be an object"):
         main(["build", "--file", str(files / "hello.json"), "--debug"])
 
 
