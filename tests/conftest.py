@@ -16,6 +16,13 @@ def pytest_report_header(config):
     return f"convtvm test seed: {SEED} (set CONVTVM_TEST_SEED to replay)"
 
 
+def pytest_sessionstart(session):
+    """The seed, also under -q (which hides the header): a failure in CI must be replayable."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and session.config.get_verbosity() < 0:
+        reporter.write_line(f"convtvm test seed: {SEED} (set CONVTVM_TEST_SEED to replay)")
+
+
 @pytest.fixture
 def seed():
     return SEED
