@@ -296,6 +296,27 @@ def test_nonfinite_weights_of_a_dcgan_transposed_conv():
     _masks_match(convtvm.build(w, "x86")(*xs), w.reference(*xs))
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_a_shuffle_of_two_channels_in_two_groups_after_a_conv(layout, seed):
+    """The identity shuffle (2 channels, 2 groups) after a conv: TVM 0.27 miscompiled it, folded (wrong
+    results) or as a stage after a bias (a write at index -1: heap corruption). Found by test_fuzz.py;
+    each case runs in a fresh process, so that a corrupted heap fails this test, not the session."""
+    import subprocess
+    import sys
+    script = f"""
+import numpy as np, convtvm
+for bias in (False, True):
+    w = convtvm.workload("shuffle_group_conv2d", batch=2, in_channels=8, out_channels=2, groups=2, kernel_size=1,
+                         input_size=(17, 5), layout={layout!r}, bias=bias)
+    xs = w.random_inputs(seed={seed})
+    y, ref = convtvm.build(w, "x86")(*xs), w.reference(*xs)
+    print(float(np.abs(y - ref).max() / np.abs(ref).max()))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert all(float(e) <= 1e-4 for e in run.stdout.split()), run.stdout
+
+
 # ------------------------------------------------------------------------------------------------
 # float16 accumulates in float32; float32 computes keep their structure
 # ------------------------------------------------------------------------------------------------
