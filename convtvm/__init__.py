@@ -7,8 +7,7 @@ compiled, checked against PyTorch.
     y = m(*w.random_inputs())
 """
 
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: E402
 from .targets import check_target_options, configure_cpu_threads  # noqa: E402
 
 configure_cpu_threads()

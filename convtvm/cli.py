@@ -86,9 +86,9 @@ def _workloads(args) -> dict:
 
 # ------------------------------------------------------------------------------------------------
 def cmd_check(args) -> int:
-    import numpy as np
-
-    from . import build, suites
+    from . import suites
+    from .metrics import TOLERANCE, rel_err
+    from .module import build
     info = _target(args)
     reps = suites.representative()
     names = args.variants or list(reps)
@@ -115,8 +115,8 @@ def cmd_check(args) -> int:
         y = m(*xs)
         t_run = (time.time() - t0) * 1e3
         ref = w.reference(*xs)
-        err = float(np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-30))
-        ok = err <= 1e-4
+        err = rel_err(y, ref)
+        ok = err <= TOLERANCE
         failed += not ok
         print(f"{name:28s} {shape:44s} {m.schedule:9s} {err:11.2e} {t_build:8.2f} {t_run:8.2f}"
               f"{'' if ok else '  FAIL'}")
@@ -151,7 +151,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from . import build
+    from .module import build
     info = _target(args)
     ws = _workloads(args)
     out = Path(args.output)
@@ -168,19 +168,20 @@ def cmd_build(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench
+    from .bench import results
     info = _target(args)
     if args.model:
-        from .graph import bench_model
+        from .bench.network import bench_model
         result = bench_model(args.model, args.input_size, info, args.log, rounds=args.rounds)
     else:
-        result = bench.bench_ops(_workloads(args), info, log=args.log, rounds=args.rounds)
+        from .bench.gpu import bench_ops_cuda
+        from .bench.ops import bench_ops, table
+        run = bench_ops_cuda if info.kind == "cuda" else bench_ops  # CUDA events on the GPU
+        result = run(_workloads(args), info, log=args.log, rounds=args.rounds)
         print()
-        print(bench.table(result))
+        print(table(result))
     out = Path(args.output or f"results/{info.tag}-{args.model or args.suite or 'ops'}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from .module import write_json_atomic
-    write_json_atomic(out, result)
+    results.write(out, result)
     print(f"\nresults written to {out}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Render ``convtvm bench`` result files (schema "convtvm.bench/2", or the older "/1") as a report.
+"""Render ``convtvm bench`` result files (``bench/results.py``'s schema) as a report.
 
 ``render_report(paths, out_dir)`` writes ``out_dir/report.html`` (one
 self-contained file, plots embedded as base64 PNGs) and ``out_dir/report.md``
@@ -27,7 +27,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
-SCHEMAS = ("convtvm.bench/2", "convtvm.bench/1")
+from .artifact import atomic_file
+from .bench import results
+
 OLD_BASELINE = "old baseline"
 OLD_BASELINE_NOTE = (f"Runs marked '{OLD_BASELINE}' (result schema convtvm.bench/1) timed convtvm's bare kernel "
                      "against torch called through the correctness reference (a separate F.pad, channels-last "
@@ -44,91 +46,6 @@ FALLBACK_COLORS = ["#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd
 HATCHES = ["//", "..", "xx", "\\\\", "oo", "++"]
 LINESTYLES = ["-", "--", ":", "-."]  # k-th run of the same target
 DPI = 90
-
-_KINDS = {
-    "str": ("a string", lambda v: isinstance(v, str)),
-    "dict": ("an object", lambda v: isinstance(v, dict)),
-    "list": ("a list", lambda v: isinstance(v, list)),
-    "bool": ("true or false", lambda v: isinstance(v, bool)),
-    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    "num": ("a finite number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-            and math.isfinite(v)),
-}
-
-
-# ----------------------------------------------------------------- loading
-def load_result(path):
-    """Read and validate one result file; raise ValueError naming the file."""
-    path = Path(path)
-
-    def bad(msg):
-        return ValueError(f"malformed result file {path}: {msg}")
-
-    def check(value, kind, where, nullable=True, positive=False):
-        if value is None and nullable:
-            return
-        text, ok = _KINDS[kind]
-        if not ok(value):
-            got = "null/missing" if value is None else type(value).__name__
-            raise bad(f"{where} must be {text}{' or null' if nullable else ''}, got {got}")
-        if positive and value <= 0:
-            raise bad(f"{where} must be > 0, got {value!r}")
-
-    def check_timings(entry, where):
-        check(entry.get("timings_ms"), "dict", f"{where}.timings_ms")
-        for k, v in (entry.get("timings_ms") or {}).items():
-            check(v, "num", f"{where}.timings_ms[{k!r}]", positive=True)
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise bad(f"not valid JSON ({e})") from None
-    check(data, "dict", "top level", nullable=False)
-    for key in ("schema", "machine", "target", "results"):
-        if key not in data:
-            raise bad(f"missing required key {key!r}")
-    if data["schema"] not in SCHEMAS:
-        raise bad(f"schema is {data['schema']!r}, expected one of {', '.join(SCHEMAS)}")
-    check(data["machine"], "dict", "machine", nullable=False)
-    check(data["target"], "str", "target", nullable=False)
-    check(data["results"], "list", "results", nullable=False)
-    for key, kind in (("date", "str"), ("emulated", "bool"), ("threads", "int"),
-                      ("peak_source", "str"), ("models", "list"), ("tuning_curves", "list")):
-        check(data.get(key), kind, key)
-    check(data.get("peak_gflops"), "num", "peak_gflops", positive=True)
-    for i, r in enumerate(data["results"]):
-        w = f"results[{i}]"
-        check(r, "dict", w, nullable=False)
-        check(r.get("name"), "str", f"{w}.name", nullable=False)
-        for key, kind in (("variant", "str"), ("trials", "int"), ("params", "dict")):
-            check(r.get(key), kind, f"{w}.{key}")
-        check(r.get("flops"), "num", f"{w}.flops", positive=True)
-        check(r.get("max_rel_error"), "num", f"{w}.max_rel_error")
-        check_timings(r, w)
-    for i, m in enumerate(data.get("models") or []):
-        w = f"models[{i}]"
-        check(m, "dict", w, nullable=False)
-        check(m.get("name"), "str", f"{w}.name", nullable=False)
-        for key in ("input_size", "batch", "trials"):
-            check(m.get(key), "int", f"{w}.{key}")
-        check_timings(m, w)
-        check(m.get("profile"), "list", f"{w}.profile")
-        for j, r in enumerate(m.get("profile") or []):
-            check(r, "dict", f"{w}.profile[{j}]", nullable=False)
-            check(r.get("function"), "str", f"{w}.profile[{j}].function", nullable=False)
-            check(r.get("ms"), "num", f"{w}.profile[{j}].ms", nullable=False)
-    for i, c in enumerate(data.get("tuning_curves") or []):
-        w = f"tuning_curves[{i}]"
-        check(c, "dict", w, nullable=False)
-        check(c.get("name"), "str", f"{w}.name", nullable=False)
-        check(c.get("points"), "list", f"{w}.points", nullable=False)
-        for j, p in enumerate(c["points"]):
-            if not (isinstance(p, list) and len(p) == 2 and all(_KINDS["num"][1](x) for x in p)):
-                raise bad(f"{w}.points[{j}] must be [trials, best_ms], got {p!r}")
-    data["emulated"] = bool(data.get("emulated"))
-    data["_path"] = str(path)
-    return data
-
 
 # ----------------------------------------------------------------- helpers
 def target_colors(targets):
@@ -548,7 +465,7 @@ def render_report(result_paths, out_dir):
     Returns (html_path, md_path).  Raises ValueError for a malformed file."""
     if isinstance(result_paths, (str, Path)):
         result_paths = [result_paths]
-    runs = [load_result(p) for p in result_paths]
+    runs = [results.load(p) for p in result_paths]
     if not runs:
         raise ValueError("no result files given")
     colors = target_colors(r["target"] for r in runs)
@@ -556,7 +473,7 @@ def render_report(result_paths, out_dir):
     for r in runs:  # same target twice (or same file twice): both shown, told apart by label and shade
         t = r["target"]
         r["_label"] = t if count[t] == 1 else f"{t} #{seen[t] + 1}"
-        if r["schema"] == SCHEMAS[1] and r["results"]:
+        if r["schema"] == results.OLD_SCHEMA and r["results"]:
             r["_label"] += f" ({OLD_BASELINE})"
         r["_color"], r["_dup"] = _shade(colors[t], seen[t]), seen[t]
         seen[t] += 1
@@ -565,8 +482,10 @@ def render_report(result_paths, out_dir):
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for b in blocks:
         if b[0] == "img":
-            (out / "plots" / b[1]).write_bytes(b[2])
+            with atomic_file(out / "plots" / b[1]) as tmp:
+                Path(tmp).write_bytes(b[2])
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(to_html(blocks), encoding="utf-8")
-    md_path.write_text(to_markdown(blocks), encoding="utf-8")
+    for path, text in ((html_path, to_html(blocks)), (md_path, to_markdown(blocks))):
+        with atomic_file(path) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
     return html_path, md_path

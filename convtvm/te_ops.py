@@ -118,6 +118,15 @@ def conv(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str, shuffle: 
     return cast(te.compute(shape, compute, name=f"conv{tag}"), out_dtype, f"conv{tag}_out")
 
 
+def _transposed_extents(data: te.Tensor, spec: ConvSpec) -> tuple[list, list, list, int, int]:
+    """(spatial axes of ``data``, its spatial extents, the output's, input channels per group, output
+    channels per group) of the transposed convolution ``spec`` on ``data``."""
+    axes = _spatial_axes(spec.ndim, spec.channels_last)
+    in_spatial = [int(data.shape[a]) for a in axes]
+    return (axes, in_spatial, spec.out_spatial(in_spatial), spec.in_channels // spec.groups,
+            spec.out_channels // spec.groups)
+
+
 def _conv_transpose_by_phase(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, tag: str,
                              out_dtype: str) -> te.Tensor:
     """Strided transposed convolution (dilation 1) that only multiplies real inputs: the
@@ -135,12 +144,8 @@ def _conv_transpose_by_phase(data: te.Tensor, weight: te.Tensor, spec: ConvSpec,
     product). Otherwise taps past the kernel exist too, and every product is guarded instead: a select
     keeps only real (input, tap) pairs, so a NaN or inf input never meets a padding zero (torch's NaN
     and inf positions)."""
-    cl = spec.channels_last
-    acc = accumulator(data.dtype)
-    axes = _spatial_axes(spec.ndim, cl)
-    in_spatial = [int(data.shape[a]) for a in axes]
-    out_spatial = spec.out_spatial(in_spatial)
-    icg, ocg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    cl, acc = spec.channels_last, accumulator(data.dtype)
+    axes, in_spatial, out_spatial, icg, ocg = _transposed_extents(data, spec)
     lead = [p[0] for p in spec.padding]
     taps = [-(-k // s) for k, s in zip(spec.kernel, spec.stride)]
     steps = [-(-(o + pb) // s) for o, pb, s in zip(out_spatial, lead, spec.stride)]
@@ -193,12 +198,8 @@ def _conv_transpose_direct(data: te.Tensor, weight: te.Tensor, spec: ConvSpec, t
     the input. A select keeps only those real pairs (no zero-inserted or padded input tensor: a
     non-finite weight never meets a zero, as in torch), reading a clamped index otherwise.
     Accumulates in ``accumulator(data.dtype)``."""
-    cl = spec.channels_last
-    acc = accumulator(data.dtype)
-    axes = _spatial_axes(spec.ndim, cl)
-    in_spatial = [int(data.shape[a]) for a in axes]
-    out_spatial = spec.out_spatial(in_spatial)
-    icg, ocg = spec.in_channels // spec.groups, spec.out_channels // spec.groups
+    cl, acc = spec.channels_last, accumulator(data.dtype)
+    _, in_spatial, out_spatial, icg, ocg = _transposed_extents(data, spec)
     rc = te.reduce_axis((0, icg), name="rc")
     rk = [te.reduce_axis((0, k), name=f"rk{i}") for i, k in enumerate(spec.kernel)]
 

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import convtvm
-from convtvm import bench, suites, torch_baseline
+from convtvm import suites, timing
+from convtvm.bench import ops as bench
+from convtvm.bench import torch_baseline
 from conftest import rel_err
 
 
@@ -119,7 +121,20 @@ def test_time_interleaved_runs_contenders_in_turn_with_the_collector_off():
         return batch
 
     assert gc.isenabled()
-    medians = bench.time_interleaved({"a": contender("a", 0.002), "b": contender("b", 0.001)}, rounds=3, settle=0)
+    medians = timing.time_interleaved({"a": contender("a", 0.002), "b": contender("b", 0.001)}, rounds=3, settle=0)
     assert medians == {"a": 2.0, "b": 1.0}
     assert calls == ["a", "b"] * 3
     assert collector == [False] * 6 and gc.isenabled()  # off while timing, back on after
+
+
+def test_a_result_is_validated_before_it_is_written(tmp_path):
+    """bench writes through results.write: a malformed result (a NaN time) is refused, no file is left."""
+    from convtvm.bench import results
+    from convtvm.targets import resolve
+    good = results.envelope(resolve("x86"), 2, results=[{"name": "op", "timings_ms": {"torch": 1.0}}])
+    results.write(tmp_path / "ok.json", good)
+    assert results.load(tmp_path / "ok.json")["results"][0]["name"] == "op"
+    bad = dict(good, results=[{"name": "op", "timings_ms": {"torch": float("nan")}}])
+    with pytest.raises(ValueError, match=r"results\[0\]\.timings_ms\['torch'\]"):
+        results.write(tmp_path / "bad.json", bad)
+    assert not (tmp_path / "bad.json").exists()

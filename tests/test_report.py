@@ -7,6 +7,7 @@ import re
 import pytest
 
 from convtvm import report
+from convtvm.bench import results
 
 MACHINE = {"cpu": "AMD EPYC 7B13", "cores": 2, "gpu": None, "tvm": "0.27.0.post1",
            "torch": "2.13.0+cpu", "convtvm": "0.1.0", "hostname": "box"}
@@ -181,7 +182,7 @@ def test_malformed_timing_value(tmp_path):
     data["results"][1]["timings_ms"]["torch"] = "fast"
     bad = _write(tmp_path, "t.json", data)
     with pytest.raises(ValueError, match=r"results\[1\]\.timings_ms\['torch'\]") as info:
-        report.load_result(bad)
+        results.load(bad)
     assert str(bad) in str(info.value)
 
 
@@ -201,7 +202,7 @@ def test_target_colours_fixed_and_fallback():
 
 
 def test_plots_skip_missing_values_and_emulated_runs(tmp_path):
-    runs = [report.load_result(_write(tmp_path, n, d)) for n, d in (("x86.json", X86), ("arm.json", ARM_EMU))]
+    runs = [results.load(_write(tmp_path, n, d)) for n, d in (("x86.json", X86), ("arm.json", ARM_EMU))]
     runs[0].update(_label="x86", _color="#1f77b4", _dup=0)
     runs[1].update(_label="arm", _color="#2ca02c", _dup=0)
     ax = report.latency_figure(runs).axes[0]

@@ -10,7 +10,7 @@
 #        `convtvm check --target cuda`
 # tune   `convtvm tune --suite all --target cuda --trials $TRIALS --log $LOG`, stopped cleanly after
 #        $TUNE_SECONDS (every measured batch is already in the log; a later call continues it)
-# bench  tools/gpu_bench.py: tuned and untuned convtvm vs torch (cuDNN), CUDA events -> results JSON
+# bench  convtvm bench --target cuda: tuned and untuned convtvm vs torch (cuDNN), CUDA events -> results JSON
 #
 # Environment: OUT (results folder; the device tool's $OUT, else results/gpu-session), CUDA_ARCH (default: the
 # GPU's), TRIALS (default 2000), TRIALS_PER_ITER (16), TUNE_SECONDS (default: what is left of BUDGET),
@@ -187,7 +187,7 @@ bench() {
     mkdir -p "$(dirname "$LOG")"; cp -r "$GPU_HOME/state/$(basename "$LOG")" "$LOG"
   fi
   say "bench: convtvm (tuned, untuned) vs torch on $ARCH"
-  python tools/gpu_bench.py --suite all --arch "$ARCH" --log "$LOG" \
+  convtvm bench --suite all --target cuda --cuda-arch "$ARCH" --log "$LOG" \
     --out "$OUTDIR/results/cuda-${ARCH/_/}-all.json" 2>&1 | tee "$OUTDIR/bench.txt" | tail -50
 }
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .params import ConvSpec, GlobalPoolSpec, PoolSpec, ShuffleSpec
+from ..params import ConvSpec, GlobalPoolSpec, PoolSpec, ShuffleSpec
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -41,9 +41,10 @@ def memory_formats(ndim: int) -> list[str]:
     return ["contiguous"] + {1: [], 2: ["channels_last"], 3: ["channels_last_3d"]}[ndim]
 
 
-def _in_format(t, memory_format: str):
-    """A fresh torch-allocated copy of ``t`` in ``memory_format`` (a tensor as torch code holds it)."""
-    return t.clone(memory_format=_FORMATS[memory_format] if t.dim() >= 4 else torch.contiguous_format)
+def _in_format(t, memory_format: str, device: str = "cpu"):
+    """A fresh torch-allocated copy of ``t`` on ``device`` in ``memory_format`` (a tensor as torch code
+    holds it)."""
+    return t.to(device).clone(memory_format=_FORMATS[memory_format] if t.dim() >= 4 else torch.contiguous_format)
 
 
 def _conv_call(st: ConvSpec, w, b):
@@ -72,33 +73,37 @@ def _pool_call(st: PoolSpec):
     return lambda x: _AVG[st.ndim](x, st.kernel, st.stride, st.padding, st.ceil_mode, st.count_include_pad)
 
 
-def _torch_weight(a: np.ndarray, st: ConvSpec, memory_format: str):
+def _torch_weight(a: np.ndarray, st: ConvSpec, memory_format: str, device: str):
     """A convtvm weight as torch holds it: (out, in/groups, *kernel), contiguous in the data's format."""
     t = torch.from_numpy(np.asarray(a))
     if st.channels_last and not st.transposed:  # convtvm's (*kernel, in/groups, out)
         t = t.permute(st.ndim + 1, st.ndim, *range(st.ndim))
-    return _in_format(t, memory_format)
+    return _in_format(t, memory_format, device)
 
 
-def contender(w, inputs, memory_format: str = "contiguous"):
+def contender(w, inputs, memory_format: str = "contiguous", device: str = "cpu"):
     """(fn, x): the workload ``w`` as a torch user computes it, on convtvm's ``inputs`` (numpy, in
-    ``w``'s layout). ``x`` is the data as a channels-first-shaped tensor in ``memory_format`` (one of
-    ``memory_formats(w.ndim)``); ``fn(x)`` returns torch's result, channels-first shaped."""
+    ``w``'s layout). ``x`` is the data as a channels-first-shaped tensor on ``device`` in
+    ``memory_format`` (one of ``memory_formats(w.ndim)``); ``fn(x)`` returns torch's result,
+    channels-first shaped. Raises ValueError for another memory format."""
     if memory_format not in memory_formats(w.ndim):
         raise ValueError(f"memory_format={memory_format!r} must be one of {memory_formats(w.ndim)}")
     data = torch.from_numpy(np.asarray(inputs[0]))
     if w.channels_last:
         data = data.movedim(-1, 1)
-    x = _in_format(data, memory_format)
+    x = _in_format(data, memory_format, device)
     feed = iter(inputs[1:])
+
+    def tensor(a):
+        return torch.from_numpy(np.asarray(a)).to(device).clone()
     calls = []
     for st in w.stages:
         if isinstance(st, ConvSpec):
-            weight = _torch_weight(next(feed), st, memory_format)
-            bias = torch.from_numpy(np.asarray(next(feed))).clone() if st.bias else None
+            weight = _torch_weight(next(feed), st, memory_format, device)
+            bias = tensor(next(feed)) if st.bias else None
             calls.append(_conv_call(st, weight, bias))
             if st.epilogue == "bn_silu":
-                gamma, beta, mean, var = (torch.from_numpy(np.asarray(next(feed))).clone() for _ in range(4))
+                gamma, beta, mean, var = (tensor(next(feed)) for _ in range(4))
                 calls.append(lambda y, g=gamma, b=beta, m=mean, v=var, eps=st.bn_eps:
                              F.silu(F.batch_norm(y, m, v, g, b, False, 0.0, eps)))
         elif isinstance(st, PoolSpec):
