@@ -1,13 +1,15 @@
-"""Render ``convtvm bench`` result files (``bench/results.py``'s schema) as a report.
+"""Render ``convtvm bench`` result files (``bench/results.py``'s schema) as a report a person reads at a
+glance.
 
-``render_report(paths, out_dir)`` writes ``out_dir/report.html`` (one
-self-contained file, plots embedded as base64 PNGs) and ``out_dir/report.md``
-(same tables, plots linked from ``out_dir/plots/``).  Needs only numpy and
-matplotlib: TVM and torch are never imported.
+``render_report(paths, out_dir)`` writes ``out_dir/report.html`` (one self-contained file, plots embedded
+as base64 PNGs), ``out_dir/report.md`` (the same tables, plots linked from ``out_dir/plots/``) and the
+plots. Results are grouped by machine (CPU or GPU name, LLVM CPU, vector ISA) and target; each group is
+one column of the op table and one colour in every plot. The report opens with what to look at: the
+geomean per machine, the laggards and the network ratio.
 
-Rules: a value that is absent or null is shown as "not measured" (never 0, and
-never drawn as a bar); a result from an emulated device is correctness only,
-so its timings appear nowhere (no GFLOP/s, speedups, geomean or plots).
+Rules: a value that is absent or null is shown as "not measured" (never 0, never drawn); a result from
+an emulated device is correctness only, so its timings appear nowhere (no GFLOP/s, speedups, geomean or
+plots). Needs numpy and matplotlib only.
 """
 from __future__ import annotations
 
@@ -16,51 +18,41 @@ import html
 import io
 import json
 import math
-from collections import Counter
+import re
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.transforms import blended_transform_factory
 
 from .artifact import atomic_file
 from .bench import results
 
 OLD_BASELINE = "old baseline"
-OLD_BASELINE_NOTE = (f"Runs marked '{OLD_BASELINE}' (result schema convtvm.bench/1) timed convtvm's bare kernel "
-                     "against torch called through the correctness reference (a separate F.pad, channels-last "
-                     "weights permuted at each call, transposed outputs cropped), which slowed torch by up to "
-                     "3x. Their speedups are not comparable with the others; they stay for the record.")
+OLD_BASELINE_NOTE = (f"Columns marked '{OLD_BASELINE}' (result schema convtvm.bench/1) timed convtvm's bare "
+                     "kernel against torch called through the correctness reference (a separate F.pad, "
+                     "channels-last weights permuted at each call, transposed outputs cropped), which slowed "
+                     "torch by up to 3x. Their speedups are not comparable with the others; they stay for the "
+                     "record.")
 NM = "not measured"
 EMULATED = "emulated: correctness only"
 LAG = 0.9  # tuned/torch speedup below this counts as lagging
+NETWORK_GOAL = 0.8  # convtvm's network latency over the fastest other contender's
 TUNED, UNTUNED, TORCH = "convtvm_tuned", "convtvm_untuned", "torch"
 CORE = (TUNED, UNTUNED, TORCH)
-STANDARD_TARGETS = ("x86", "arm", "cuda")
-TARGET_COLORS = {"x86": "#1f77b4", "arm": "#2ca02c", "cuda": "#d62728"}
-FALLBACK_COLORS = ["#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
-HATCHES = ["//", "..", "xx", "\\\\", "oo", "++"]
-LINESTYLES = ["-", "--", ":", "-."]  # k-th run of the same target
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+           "#bcbd22", "#7f7f7f"]  # one per machine, in order of first appearance
 DPI = 90
-
-# ----------------------------------------------------------------- helpers
-def target_colors(targets):
-    """Fixed colour for x86/arm/cuda; other targets get the fallback palette (sorted order)."""
-    targets = set(targets)
-    others = sorted(targets - set(TARGET_COLORS))
-    return {t: TARGET_COLORS.get(t) or FALLBACK_COLORS[others.index(t) % len(FALLBACK_COLORS)]
-            for t in targets}
+# LLVM's CPU name -> its vector ISA, for result files that do not record the ISA themselves
+_ISA_OF_MCPU = {"znver2": "AVX2", "znver3": "AVX2", "haswell": "AVX2", "broadwell": "AVX2", "skylake": "AVX2",
+                "znver4": "AVX-512", "znver5": "AVX-512", "skylake-avx512": "AVX-512", "cascadelake": "AVX-512",
+                "icelake-server": "AVX-512", "rocketlake": "AVX-512", "tigerlake": "AVX-512",
+                "sapphirerapids": "AVX-512 + AMX", "emeraldrapids": "AVX-512 + AMX",
+                "graniterapids": "AVX-512 + AMX"}
 
 
-def _shade(color, k):
-    """Same hue, darker for the k-th extra run of one target."""
-    return tuple(c * max(0.4, 1 - 0.3 * k) for c in to_rgb(color))
-
-
+# ----------------------------------------------------------------- small helpers
 def _geomean(xs):
     return float(np.exp(np.mean(np.log(xs)))) if xs else None
 
@@ -96,16 +88,8 @@ def _op_key(r):
     return (r["name"], r.get("variant") or r["name"])
 
 
-def _ops(runs):
-    return list(dict.fromkeys(_op_key(r) for run in runs for r in run["results"]))
-
-
-def _find(run, key):
-    return next((r for r in run["results"] if _op_key(r) == key), None)
-
-
 def _speedups(run):
-    """{op key: tuned-vs-torch speedup} for ops where both were measured."""
+    """{op key: tuned-vs-torch speedup} for the ops where both were measured."""
     out = {}
     for r in run["results"]:
         s = _ratio(_t(r, TORCH), _t(r, TUNED))
@@ -121,121 +105,172 @@ def _version():
         return "unknown"
 
 
+# ----------------------------------------------------------------- machines
+def machine_name(run) -> str:
+    """The machine a run measured, as a reader names it: "Intel Xeon (rocketlake, AVX-512 + AMX)",
+    "AMD EPYC 7B13 (znver3, AVX2)", or the GPU's name for a CUDA run."""
+    m = run["machine"]
+    if run["target"] == "cuda" and m.get("gpu"):
+        return str(m["gpu"])
+    cpu = re.sub(r"\((R|TM)\)|\bProcessor\b|\bCPU\b|@.*|\d+-Core", "", str(m.get("cpu") or "unknown CPU"))
+    cpu = " ".join(cpu.split()) or "unknown CPU"
+    mcpu = (run.get("target_detail") or {}).get("mcpu")
+    isa = m.get("isa") or _ISA_OF_MCPU.get(mcpu)
+    detail = ", ".join(x for x in (mcpu, isa) if x)
+    return f"{cpu} ({detail})" if detail else cpu
+
+
+def group_runs(runs) -> list[dict]:
+    """Runs grouped by (machine, target), in order of first appearance. A group:
+    ``{"label", "machine", "target", "color", "emulated", "runs", "ops", "old_ops"}``: ``ops`` is the run of
+    the current schema that measured the most ops (the newest of equals; None if none), ``old_ops`` the same
+    among old-baseline runs."""
+    groups: dict = {}
+    for run in runs:
+        key = (machine_name(run), run["target"], run["emulated"])
+        g = groups.setdefault(key, {"machine": key[0], "target": key[1], "emulated": key[2], "runs": []})
+        g["runs"].append(run)
+    out = []
+    for i, g in enumerate(groups.values()):
+        g["label"] = f"{g['target']} · {g['machine']}" + (" (emulated)" if g["emulated"] else "")
+        g["color"] = PALETTE[i % len(PALETTE)]
+        with_ops = sorted((r for r in g["runs"] if r["results"]), key=lambda r: (len(r["results"]), r.get("date") or ""))
+        g["ops"] = next((r for r in reversed(with_ops) if r["schema"] == results.SCHEMA), None)
+        g["old_ops"] = next((r for r in reversed(with_ops) if r["schema"] == results.OLD_SCHEMA), None)
+        out.append(g)
+    return out
+
+
+def op_columns(groups) -> list[tuple[str, str, dict]]:
+    """(column label, colour, run) for every group that measured ops: its current run, then its old
+    baseline run, if any."""
+    cols = []
+    for g in groups:
+        if g["ops"] is not None:
+            cols.append((g["label"], g["color"], g["ops"]))
+        if g["old_ops"] is not None:
+            cols.append((f"{g['label']} ({OLD_BASELINE})", g["color"], g["old_ops"]))
+    return cols
+
+
+def network_rows(groups) -> list[tuple[dict, dict]]:
+    """(group, network entry) for every network measurement, the newest per (network, input, batch)."""
+    rows = []
+    for g in groups:
+        newest = {}
+        for run in sorted(g["runs"], key=lambda r: r.get("date") or ""):
+            for m in run.get("models") or []:
+                newest[(m["name"], m.get("input_size"), m.get("batch"))] = m
+        rows += [(g, m) for m in newest.values()]
+    return rows
+
+
+def _fastest_other(m):
+    """(name, ms) of the fastest contender that is not convtvm, or None."""
+    others = {k: v for k, v in (m.get("timings_ms") or {}).items() if not k.startswith("convtvm") and v}
+    return min(others.items(), key=lambda kv: kv[1]) if others else None
+
+
 # ----------------------------------------------------------------- plots
-def _bar_style(color, contender_index):
-    if contender_index == 0:
-        return dict(facecolor=color, edgecolor="black", linewidth=0.5)
-    light = tuple(1 - 0.7 * (1 - c) for c in to_rgb(color))
-    return dict(facecolor=light, edgecolor=color, linewidth=0.8,
-                hatch=HATCHES[(contender_index - 1) % len(HATCHES)])
-
-
-def _bars(ax, labels, series, ylabel, log=None):
-    """Grouped bars; series = [(legend, colour, style index, [value or None])].
-    Missing values get no bar, only an 'n/m' mark at the bottom."""
-    x, n = np.arange(len(labels)), len(series)
-    width = 0.8 / max(n, 1)
-    trans = blended_transform_factory(ax.transData, ax.transAxes)
-    values = [v for *_, vals in series for v in vals if v is not None]
-    for j, (legend, color, style, vals) in enumerate(series):
-        pos = x + (j - (n - 1) / 2) * width
-        have = [i for i, v in enumerate(vals) if v is not None]
-        ax.bar(pos[have], [vals[i] for i in have], width, label=legend, **_bar_style(color, style))
-        for i in set(range(len(vals))) - set(have):
-            ax.text(pos[i], 0.01, "n/m", transform=trans, rotation=90, ha="center", va="bottom",
-                    fontsize=7, color="dimgray")
-    if log is None:
-        log = bool(values) and max(values) / min(values) > 20
-    if log and values:
-        ax.set_yscale("log")
-    ax.set_xticks(x, labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3, which="both")
-    handles = [Patch(label=legend, **_bar_style(color, style)) for legend, color, style, _ in series]
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-
-
 def _fig(width, height):
     return Figure(figsize=(min(width, 16), height), dpi=DPI, layout="constrained")
 
 
-def latency_figure(runs):
-    timed = [r for r in runs if not r["emulated"]]
-    ops = _ops(timed)
+def speedup_figure(groups):
+    """Grouped bars of tuned-vs-torch speedup per op, one colour per machine, on a log axis with the 1x
+    and 0.9x lines; a missing bar is an op that machine did not measure."""
+    cols = [c for c in op_columns(groups) if not c[2]["emulated"] and OLD_BASELINE not in c[0]]
+    ops = list(dict.fromkeys(k for _, _, run in cols for k in _speedups(run)))
     if not ops:
         return None
-    series = [(f"{r['_label']} {c}", r["_color"], i, [_t(_find(r, k) or {}, c) for k in ops])
-              for r in timed for i, c in enumerate((TUNED, TORCH))]
-    fig = _fig(4 + 0.25 * len(series) * len(ops), 4)
+    fig = _fig(3 + 0.22 * len(ops) * len(cols), 4.2)
     ax = fig.add_subplot()
-    _bars(ax, [k[0] for k in ops], series, "latency (ms)", log=True)
-    ax.set_title("Single-op latency, tuned convtvm vs torch (lower is better, log scale)")
+    width = 0.8 / len(cols)
+    x = np.arange(len(ops))
+    for j, (label, color, run) in enumerate(cols):
+        sp = _speedups(run)
+        have = [i for i, k in enumerate(ops) if k in sp]
+        ax.bar(x[have] + (j - (len(cols) - 1) / 2) * width, [sp[ops[i]] - 1 for i in have], width,
+               bottom=1, color=color, label=label)  # from 1x: a win rises, a loss hangs
+    values = [v for _, _, run in cols for v in _speedups(run).values()]
+    ax.set_yscale("log")
+    ticks = [t for t in (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1, 1.5, 2, 3, 5, 7, 10, 20, 30, 50, 100)
+             if min(values) / 1.3 <= t <= max(values) * 1.3]
+    ax.set_yticks(ticks, [f"{t:g}x" for t in ticks])
+    ax.minorticks_off()
+    ax.axhline(1.0, color="black", linewidth=0.9)
+    ax.axhline(LAG, color="red", linestyle="--", linewidth=0.9, label=f"{LAG}x")
+    ax.set_xticks(x, [k[0] for k in ops], rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("speedup over torch (log scale)")
+    ax.grid(axis="y", alpha=0.3, which="both")
+    ax.set_title("Tuned convtvm over torch per op (log axis; a bar rises from 1x where convtvm is faster)",
+                 fontsize=9)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return fig
 
 
-def speedup_figure(runs):
-    timed = [r for r in runs if not r["emulated"]]
-    ops = _ops(timed)
-    if not ops:
+def networks_figure(groups):
+    """Per network, grouped bars of every contender's latency on each machine."""
+    rows = [(g, m) for g, m in network_rows(groups) if not g["emulated"]]
+    nets = list(dict.fromkeys((m["name"], m.get("input_size"), m.get("batch")) for _, m in rows))
+    if not nets:
         return None
-    series = [(r["_label"], r["_color"], 0, [_speedups(r).get(k) for k in ops]) for r in timed]
-    fig = _fig(4 + 0.3 * len(series) * len(ops), 3.8)
-    ax = fig.add_subplot()
-    _bars(ax, [k[0] for k in ops], series, "speedup tuned convtvm vs torch (x)")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.axhline(LAG, color="red", linestyle="--", linewidth=0.8)
-    ax.set_title(f"Speedup over torch per op (higher is better; dashed = {LAG}x lag threshold)")
+    conts = _contenders([m for _, m in rows])
+    colors = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(conts)}
+    fig = _fig(2 + 4.5 * len(nets), 4.2)
+    for i, net in enumerate(nets):
+        ax = fig.add_subplot(1, len(nets), i + 1)
+        here = [(g, m) for g, m in rows if (m["name"], m.get("input_size"), m.get("batch")) == net]
+        width = 0.8 / len(conts)
+        for j, c in enumerate(conts):
+            xs = [k for k, (_, m) in enumerate(here) if _t(m, c)]
+            ax.bar(np.array(xs) + (j - (len(conts) - 1) / 2) * width, [_t(here[k][1], c) for k in xs], width,
+                   color=colors[c], label=c if i == 0 else None)
+        ax.set_xticks(range(len(here)), [g["machine"] for g, _ in here], fontsize=8, rotation=15, ha="right")
+        ax.set(title=f"{net[0]} {net[1]}px batch {net[2]} (lower is better)", ylabel="latency (ms)")
+        ax.grid(axis="y", alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=8, frameon=False)
     return fig
 
 
-def tuning_figure(runs):
-    timed = [r for r in runs if not r["emulated"]]
-    names = list(dict.fromkeys(c["name"] for r in timed for c in r.get("tuning_curves") or []))
-    if not names:
+def tuning_figure(groups, top: int = 9):
+    """Best latency relative to torch against tuning trials, from trial 0, for the ``top`` ops whose
+    curves have at least two points (ranked by how much tuning gained); one colour per machine."""
+    curves = []
+    for label, color, run in op_columns(groups):
+        if run["emulated"]:
+            continue
+        old = OLD_BASELINE in label  # its torch was handicapped: its curves are shown in ms
+        torch_ms = {r["name"]: None if old else _t(r, TORCH) for r in run["results"]}
+        for c in run.get("tuning_curves") or []:
+            pts = sorted(c["points"])
+            if len(pts) >= 2:
+                curves.append((pts[0][1] / pts[-1][1], c["name"], label, color, pts, torch_ms.get(c["name"])))
+    if not curves:
         return None
+    names = [n for _, n, *_ in sorted(curves, reverse=True)]
+    names = list(dict.fromkeys(names))[:top]
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig = _fig(4.2 * cols + 1.5, 3.2 * rows)
+    fig = _fig(4.2 * cols + 2, 3.0 * rows)
     for i, name in enumerate(names):
         ax = fig.add_subplot(rows, cols, i + 1)
-        xs, ys = [], []
-        for r in timed:
-            for c in r.get("tuning_curves") or []:
-                if c["name"] == name and c["points"]:
-                    px, py = zip(*sorted(c["points"]))
-                    ax.step(px, py, where="post", marker="o", markersize=3, color=r["_color"],
-                            linestyle=LINESTYLES[r["_dup"] % 4])
-                    xs += px
-                    ys += py
-        if xs and min(xs) > 0 and max(xs) / min(xs) >= 100:
-            ax.set_xscale("log")
-        if ys and max(ys) / min(ys) > 20:
-            ax.set_yscale("log")
-        ax.set(title=name, xlabel="tuning trials", ylabel="best latency (ms)")
-        ax.grid(alpha=0.3, which="both")
-    handles = [Line2D([], [], color=r["_color"], marker="o", markersize=3, label=r["_label"],
-                      linestyle=LINESTYLES[r["_dup"] % 4])
-               for r in timed if r.get("tuning_curves")]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
-    return fig
-
-
-def models_figure(runs):
-    timed = [r for r in runs if not r["emulated"]]
-    names = list(dict.fromkeys(m["name"] for r in timed for m in r.get("models") or []))
-    if not names:
-        return None
-    fig = _fig(6 * len(names) + 2, 3.8)
-    for i, name in enumerate(names):
-        ax = fig.add_subplot(1, len(names), i + 1)
-        shown = _model_runs(timed, name)
-        models = {r["_label"]: next((m for m in r.get("models") or [] if m["name"] == name), {})
-                  for r in shown}
-        conts = _contenders(models.values())
-        series = [(r["_label"], r["_color"], 0, [_t(models[r["_label"]], c) for c in conts])
-                  for r in shown]
-        _bars(ax, conts, series, "latency (ms)")
-        ax.set(title=f"{name} end to end (lower is better)", xlabel="contender")
+        relative = True
+        for _, n, label, color, pts, torch_ms in curves:
+            if n != name:
+                continue
+            relative &= torch_ms is not None
+            px, py = zip(*pts)
+            ys = [v / torch_ms for v in py] if torch_ms else list(py)
+            ax.step(px, ys, where="post", marker="o", markersize=3, color=color)
+        if relative:
+            ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xlim(left=0)
+        ax.set(title=name, xlabel="tuning trials", ylabel="best / torch latency" if relative else "best latency (ms)")
+        ax.grid(alpha=0.3)
+    labels = list(dict.fromkeys((label, color) for _, _, label, color, *_ in curves))
+    fig.legend(handles=[Line2D([], [], color=c, marker="o", markersize=3, label=lab) for lab, c in labels],
+               loc="outside right upper", fontsize=8, frameon=False)
     return fig
 
 
@@ -246,6 +281,95 @@ def _png(fig):
 
 
 # ----------------------------------------------------------------- content
+def what_to_look_at(groups) -> list[str]:
+    """One line per fact a reader wants first: the geomean and laggards per machine, the network ratio."""
+    lines = []
+    for label, _, run in op_columns(groups):
+        if run["emulated"] or OLD_BASELINE in label:
+            continue
+        sp = _speedups(run)
+        if not sp:
+            continue
+        lag = sorted((v, k[0]) for k, v in sp.items() if v < LAG)
+        worst = ", ".join(f"{n} {v:.2f}x" for v, n in lag[:6]) + (", ..." if len(lag) > 6 else "")
+        lines.append(f"{label}: tuned convtvm {_x(_geomean(list(sp.values())))} torch (geomean over {len(sp)} "
+                     f"ops); {len(lag)} below {LAG}x" + (f": {worst}" if lag else ""))
+    for g, m in network_rows(groups):
+        if g["emulated"]:
+            continue
+        tuned, other = _t(m, TUNED), _fastest_other(m)
+        if tuned is None or other is None:
+            continue
+        lines.append(f"{g['label']}: {m['name']} {m.get('input_size')}px batch {m.get('batch')}: convtvm "
+                     f"{_ms(tuned)} ms = {tuned / other[1]:.2f} of the fastest other ({other[0]}, {_ms(other[1])} "
+                     f"ms; goal <= {NETWORK_GOAL})")
+    emulated = [g["label"] for g in groups if g["emulated"]]
+    if emulated:
+        lines.append(f"{', '.join(emulated)}: {EMULATED}; no speed figure of it appears in this report")
+    return lines or [f"Speed figures: {NM} in these result files."]
+
+
+def _machines_table(groups):
+    rows = []
+    for g in groups:
+        kinds = [k for k, has in (("ops", g["ops"] or g["old_ops"]),
+                                  ("networks", any(r.get("models") for r in g["runs"])),
+                                  ("tuning", any(r.get("tuning_curves") for r in g["runs"]))) if has]
+        threads = sorted({r.get("threads") for r in g["runs"] if r.get("threads")})
+        rows.append([g["label"], g["target"], ", ".join(map(str, threads)) or NM, ", ".join(kinds) or "none",
+                     ", ".join(Path(r["_path"]).name for r in g["runs"])])
+    return [("table", ["Machine", "Target", "Threads", "Measured", "Result files"], rows)]
+
+
+def _ops_table(groups):
+    cols = op_columns(groups)
+    if not cols:
+        return [("p", f"Single ops: {NM} in any result file.")]
+    sps = [None if run["emulated"] else _speedups(run) for _, _, run in cols]
+    names = list(dict.fromkeys(_op_key(r) for _, _, run in cols for r in run["results"]))
+    rows = [[k[0], k[1]] + [EMULATED if s is None else _x(s.get(k)) for s in sps] for k in names]
+    rows.append(["geomean", ""] + ["-" if s is None else _x(_geomean(list(s.values()))) for s in sps])
+    rows.append([f"below {LAG}x", ""] + ["-" if s is None else str(sum(v < LAG for v in s.values())) for s in sps])
+    return [("p", "Speedup of tuned convtvm over torch per op, each as its users call it (> 1: convtvm is faster):"),
+            ("table", ["Op", "Variant"] + [c[0] for c in cols], rows)]
+
+
+def _networks_table(groups):
+    rows = network_rows(groups)
+    if not rows:
+        return [("p", f"Networks: {NM} in any result file.")]
+    conts = _contenders([m for g, m in rows if not g["emulated"]])
+    table = []
+    for g, m in rows:
+        lead = [g["label"], m["name"], _fmt(m.get("input_size"), "d"), _fmt(m.get("batch"), "d"),
+                _fmt(m.get("trials"), "d")]
+        if g["emulated"]:
+            table.append(lead + [EMULATED] + ["not shown"] * len(conts))
+            continue
+        other = _fastest_other(m)
+        ratio = NM if other is None or _t(m, TUNED) is None else f"{_t(m, TUNED) / other[1]:.2f} ({other[0]})"
+        table.append(lead + [ratio] + [_ms(_t(m, c)) for c in conts])
+    return [("table", ["Machine", "Network", "Input", "Batch", "Trials",
+                       f"convtvm / fastest other (goal <= {NETWORK_GOAL})"] + [f"{c} (ms)" for c in conts], table)]
+
+
+def _profiles(groups, top: int = 12):
+    """Per timed network with a profile: its slowest functions (``Model.profile``)."""
+    blocks = []
+    for g, m in network_rows(groups):
+        prof = m.get("profile") or []
+        if g["emulated"] or not prof:
+            continue
+        total = sum(r["ms"] for r in prof)
+        blocks += [("h", 3, f"Where tuned convtvm's time goes: {m['name']} on {g['label']}"),
+                   ("p", f"The {min(top, len(prof))} slowest of {len(prof)} functions the VM calls, "
+                         f"measured with an instrument around every call ({total:.1f} ms in all)."),
+                   ("table", ["function", "calls", "ms per inference", "share", "GFLOP/s"],
+                    [[r["function"], str(r["calls"]), _ms(r["ms"]), f"{100 * r['ms'] / total:.1f}%",
+                      _fmt(r.get("gflops"), ".1f")] for r in prof[:top]])]
+    return blocks
+
+
 def _header_rows(run):
     m = run["machine"]
 
@@ -254,32 +378,30 @@ def _header_rows(run):
 
     trials = sorted({r["trials"] for r in run["results"] if r.get("trials") is not None})
     trials_txt = NM if not trials else (str(trials[0]) if len(trials) == 1 else f"{trials[0]}-{trials[-1]}")
-    mtrials = [f"{m_['name']}: {m_['trials']}" for m_ in run.get("models") or [] if m_.get("trials")]
     peak = run.get("peak_gflops")
     peak_txt = NM if peak is None else f"{peak:.1f} GFLOP/s ({run.get('peak_source') or 'source unknown'})"
     return [["File", run["_path"]], ["Date", run.get("date") or "unknown"],
             ["Target", run["target"] + (f" ({EMULATED})" if run["emulated"] else "")],
             ["Target detail", json.dumps(run.get("target_detail")) if run.get("target_detail") else "unknown"],
             ["CPU", get("cpu")], ["Cores", get("cores")], ["GPU", get("gpu", "none")],
-            ["Hostname", get("hostname")],
             ["Versions", f"TVM {get('tvm')}, torch {get('torch')}, convtvm {get('convtvm')}"],
-            ["Threads", _fmt(run.get("threads"), "d")], ["Peak", peak_txt],
-            ["Tuning trials (ops)", trials_txt], ["Tuning trials (models)", ", ".join(mtrials) or NM]]
+            ["Threads", _fmt(run.get("threads"), "d")], ["Peak", peak_txt], ["Tuning trials (ops)", trials_txt]]
 
 
-def _op_tables(run):
+def _op_details(run):
     if run["emulated"]:
         rows = [[r["name"], r.get("variant") or "", "checked" if r.get("max_rel_error") is not None else NM,
                  _fmt(r.get("max_rel_error"), ".2e")] for r in run["results"]]
-        return [("table", ["Op", "Variant", "Correctness", "max rel. error"], rows)]
+        return [("p", f"{EMULATED}: this device was emulated, so its timings are not speed figures and are "
+                      "not shown; only the correctness check is reported."),
+                ("table", ["Op", "Variant", "Correctness", "max rel. error"], rows)]
     conts = _contenders(run["results"])
     peak = run.get("peak_gflops")
     lat, thr = [], []
     for r in run["results"]:
         ts = [_t(r, c) for c in conts]
         lat.append([r["name"], r.get("variant") or "", _fmt(r.get("trials"), "d")] + [_ms(t) for t in ts]
-                   + [_x(_ratio(_t(r, TORCH), _t(r, TUNED))), _x(_ratio(_t(r, UNTUNED), _t(r, TUNED))),
-                      _fmt(r.get("max_rel_error"), ".2e")])
+                   + [_x(_ratio(_t(r, TORCH), _t(r, TUNED))), _fmt(r.get("max_rel_error"), ".2e")])
         gf = [_ratio(r.get("flops"), t and t * 1e6) for t in ts]
         pct = [None if g is None or peak is None else 100 * g / peak for g in gf]
         thr.append([r["name"], _fmt(r.get("flops") and r["flops"] / 1e9, ".3f")]
@@ -287,131 +409,43 @@ def _op_tables(run):
     peak_note = (f"Peak: {peak:.1f} GFLOP/s ({run.get('peak_source') or 'source unknown'})." if peak
                  else f"Peak: {NM}, so % of peak is {NM}.")
     return [("table", ["Op", "Variant", "Trials"] + [f"{c} (ms)" for c in conts]
-             + ["speedup tuned vs torch", "speedup tuned vs untuned", "max rel. error"], lat),
+             + ["speedup tuned vs torch", "max rel. error"], lat),
             ("p", f"Throughput = flops / latency. {peak_note}"),
             ("table", ["Op", "GFLOP"] + [h for c in conts for h in (f"{c} GFLOP/s", f"{c} % peak")], thr)]
 
 
-def _summary(runs):
-    rows = []
-    for run in runs:
-        m, cpu = run["machine"], (run.get("target_detail") or {}).get("mcpu")
-        machine = (f"{m.get('cpu') or 'unknown CPU'}" + (f" ({cpu})" if cpu else "")
-                   + (f" + {m['gpu']}" if m.get("gpu") else ""))
-        if run["emulated"]:
-            rows.append([run["target"], run["_label"], machine, "-", EMULATED, "-"])
-            continue
-        sp = _speedups(run)
-        lag = [f"{k[1]} ({v:.2f}x)" for k, v in sp.items() if v < LAG]
-        rows.append([run["target"], run["_label"], machine, str(len(sp)), _x(_geomean(list(sp.values()))),
-                     (", ".join(lag) or "none") if sp else NM])
-    present = {r["target"] for r in runs}
-    rows += [[t, "-", "-", "0", NM, NM] for t in STANDARD_TARGETS if t not in present]
-    timed = [r for r in runs if not r["emulated"]]
-    blocks = [("table", ["Target", "Run", "Machine", "Ops compared", "Geomean speedup tuned vs torch",
-                         f"Lagging variants (< {LAG}x)"], rows)]
-    if timed:
-        ops, sps = _ops(timed), [_speedups(r) for r in timed]
-        matrix = [[k[0], k[1]] + [_x(s.get(k)) for s in sps] for k in ops]
-        matrix.append(["geomean", ""] + [_x(_geomean(list(s.values()))) for s in sps])
-        blocks += [("p", "Speedup of tuned convtvm over torch per op and target (> 1 is faster):"),
-                   ("table", ["Op", "Variant"] + [r["_label"] for r in timed], matrix)]
-    return blocks
-
-
-def _model_runs(runs, name: str) -> list:
-    """The runs that show ``name``: those that measured it, and one "not measured" row per target
-    that no run measured it on (an x86 op-suite run beside an x86 model run adds nothing)."""
-    measured = {r["target"] for r in runs if any(m["name"] == name for m in r.get("models") or [])}
-    shown, missing = [], set()
-    for r in runs:
-        if any(m["name"] == name for m in r.get("models") or []):
-            shown.append(r)
-        elif r["target"] not in measured and r["target"] not in missing:
-            missing.add(r["target"])
-            shown.append(r)
-    return shown
-
-
-def _models(runs):
-    names = list(dict.fromkeys(m["name"] for r in runs for m in r.get("models") or []))
-    if not names:
-        return [("p", f"End-to-end models: {NM} in any result file.")]
-    timed_models = [m for r in runs if not r["emulated"] for m in r.get("models") or []]
-    conts = _contenders(timed_models)
-    rows = []
-    for name in names:
-        for run in _model_runs(runs, name):
-            m = next((m for m in run.get("models") or [] if m["name"] == name), None)
-            if m is None:
-                rows.append([run["_label"], name, NM, NM, NM] + [NM] * (len(conts) + 3))
-            elif run["emulated"]:
-                rows.append([run["_label"], name, _fmt(m.get("input_size"), "d"), _fmt(m.get("batch"), "d"),
-                             _fmt(m.get("trials"), "d"), EMULATED] + ["not shown"] * (len(conts) + 2))
-            else:
-                others = [_t(m, c) for c in conts if c not in (TUNED, UNTUNED) and _t(m, c) is not None]
-                fastest = min(others) if others else None
-                rows.append([run["_label"], name, _fmt(m.get("input_size"), "d"), _fmt(m.get("batch"), "d"),
-                             _fmt(m.get("trials"), "d")] + [_ms(_t(m, c)) for c in conts]
-                            + [_x(_ratio(_t(m, TORCH), _t(m, TUNED))), _x(_ratio(_t(m, UNTUNED), _t(m, TUNED))),
-                               NM if fastest is None or _t(m, TUNED) is None else f"{_t(m, TUNED) / fastest:.2f}"])
-    return [("table", ["Run", "Model", "Input", "Batch", "Trials"] + [f"{c} (ms)" for c in conts]
-             + ["speedup tuned vs torch", "speedup tuned vs untuned",
-                "tuned latency / fastest other (goal <= 0.8)"], rows)]
-
-
-def _profiles(runs, top: int = 12):
-    """Per timed model with a profile: its slowest functions (``Model.profile``)."""
-    blocks = []
-    for run in runs:
-        for m in run.get("models") or []:
-            prof = m.get("profile") or []
-            if run["emulated"] or not prof:
-                continue
-            total = sum(r["ms"] for r in prof)
-            blocks += [("h", 3, f"Where tuned convtvm's time goes: {m['name']}, run {run['_label']}"),
-                       ("p", f"The {min(top, len(prof))} slowest of {len(prof)} functions the VM calls, "
-                             f"measured with an instrument around every call ({total:.1f} ms in all)."),
-                       ("table", ["function", "calls", "ms per inference", "share", "GFLOP/s"],
-                        [[r["function"], str(r["calls"]), _ms(r["ms"]), f"{100 * r['ms'] / total:.1f}%",
-                          _fmt(r.get("gflops"), ".1f")] for r in prof[:top]])]
-    return blocks
-
-
 def build_blocks(runs):
-    """Report content as a list of blocks: ('h', level, text), ('p', text),
+    """Report content as a list of blocks: ('h', level, text), ('p', text), ('list', [text]),
     ('table', header, rows), ('img', filename, png_bytes, caption)."""
     def plot(name, fig, caption, missing):
         return [("img", name, _png(fig), caption)] if fig is not None else [("p", missing)]
 
-    emu = [r["_label"] for r in runs if r["emulated"]]
-    emu_note = [("p", f"Excluded from all speed figures and plots ({EMULATED}): {', '.join(emu)}.")] if emu else []
+    groups = group_runs(runs)
+    old = any(OLD_BASELINE in c[0] for c in op_columns(groups))
     blocks = [("h", 1, "convtvm benchmark report"),
-              ("p", f"Generated by convtvm report (convtvm version {_version()}) from: "
-               + ", ".join(r["_path"] for r in runs)
-               + f". Missing values are shown as '{NM}' (n/m in plots). Colours: one per target."),
-              ("h", 2, "Cross-target summary"), *_summary(runs), *emu_note,
-              *([("p", OLD_BASELINE_NOTE)] if any(OLD_BASELINE in r["_label"] for r in runs) else []),
-              *plot("speedup.png", speedup_figure(runs), "Speedup of tuned convtvm over torch", f"Speedups: {NM}."),
-              ("h", 2, "Single-op latency"),
-              *plot("latency.png", latency_figure(runs), "Latency per op and target", f"Latencies: {NM}.")]
-    for run in runs:
-        blocks += [("h", 2, f"Run {run['_label']}: target {run['target']}"
-                    + (f" ({EMULATED})" if run["emulated"] else "")),
-                   ("table", ["Field", "Value"], _header_rows(run))]
-        if run["emulated"]:
-            blocks.append(("p", f"{EMULATED}: this device was emulated, so its timings are not speed "
-                                "figures and are not shown; only the correctness check is reported."))
-        blocks += _op_tables(run)
-    blocks += [("h", 2, "Tuning curves"),
-               *plot("tuning_curves.png", tuning_figure(runs), "Best latency found vs tuning trials",
-                     f"Tuning curves: {NM}.")]
-    no_curves = [r["_label"] for r in runs if not r["emulated"] and not r.get("tuning_curves")]
-    if no_curves:
-        blocks.append(("p", f"Tuning curves {NM} for: {', '.join(no_curves)}."))
-    blocks += [("h", 2, "EfficientNetV2 end to end (models)"), *_models(runs),
-               *plot("models.png", models_figure(runs), "End-to-end model latency", f"Model latencies: {NM}."),
-               *_profiles(runs)]
+              ("p", f"Generated by convtvm report (convtvm {_version()}) from {len(runs)} result files. "
+                    f"Missing values read '{NM}'. Each machine has one colour in every plot."),
+              ("h", 2, "What to look at"), ("list", what_to_look_at(groups)),
+              ("h", 2, "Machines"), *_machines_table(groups),
+              ("h", 2, "Single ops"), *_ops_table(groups), *([("p", OLD_BASELINE_NOTE)] if old else []),
+              *plot("speedup.png", speedup_figure(groups), "Speedup of tuned convtvm over torch per op and machine",
+                    f"Speedups: {NM}."),
+              ("h", 2, "Networks"), *_networks_table(groups),
+              *plot("networks.png", networks_figure(groups), "Network latency per contender and machine",
+                    f"Network latencies: {NM}."),
+              *_profiles(groups),
+              ("h", 2, "Tuning curves"),
+              *plot("tuning_curves.png", tuning_figure(groups),
+                    "Best latency found relative to torch against tuning trials", f"Tuning curves: {NM}."),
+              ("p", "A curve starts at the trial count of the first record its log kept: logs are pruned to the "
+                    "records that matter.")]
+    for g in groups:
+        for run in g["runs"]:
+            if not run["results"]:
+                continue
+            tag = f" ({OLD_BASELINE})" if run["schema"] == results.OLD_SCHEMA else ""
+            blocks += [("h", 2, f"Details: {g['label']}{tag}, {Path(run['_path']).name}"),
+                       ("table", ["Field", "Value"], _header_rows(run)), *_op_details(run)]
     return blocks
 
 
@@ -427,6 +461,8 @@ def to_markdown(blocks):
             out.append("#" * b[1] + " " + b[2])
         elif b[0] == "p":
             out.append(b[1])
+        elif b[0] == "list":
+            out += [f"- {item}" for item in b[1]]
         elif b[0] == "table":
             out += ["| " + " | ".join(map(_md_cell, b[1])) + " |", "|" + "---|" * len(b[1])]
             out += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in b[2]]
@@ -448,6 +484,8 @@ def to_html(blocks):
             out.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
         elif b[0] == "p":
             out.append(f"<p>{e(b[1])}</p>")
+        elif b[0] == "list":
+            out.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in b[1]) + "</ul>")
         elif b[0] == "table":
             out.append("<table><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in b[1]) + "</tr>")
             out += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in b[2]]
@@ -468,15 +506,6 @@ def render_report(result_paths, out_dir):
     runs = [results.load(p) for p in result_paths]
     if not runs:
         raise ValueError("no result files given")
-    colors = target_colors(r["target"] for r in runs)
-    count, seen = Counter(r["target"] for r in runs), Counter()
-    for r in runs:  # same target twice (or same file twice): both shown, told apart by label and shade
-        t = r["target"]
-        r["_label"] = t if count[t] == 1 else f"{t} #{seen[t] + 1}"
-        if r["schema"] == results.OLD_SCHEMA and r["results"]:
-            r["_label"] += f" ({OLD_BASELINE})"
-        r["_color"], r["_dup"] = _shade(colors[t], seen[t]), seen[t]
-        seen[t] += 1
     blocks = build_blocks(runs)
     out = Path(out_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)

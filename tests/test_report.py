@@ -77,27 +77,63 @@ def _md_rows(md, first_cell):
     return [line for line in md.splitlines() if line.startswith(f"| {first_cell} |")]
 
 
+def _details(md, label_start):
+    return _md_section(md, f"Details: {label_start}")
+
+
 def test_report_renders(rendered):
     html, md, out = rendered
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
-    assert html.count('<img src="data:image/png;base64,') == 4  # summary, latency, tuning, models
+    assert html.count('<img src="data:image/png;base64,') == 3  # speedups, networks, tuning curves
     assert len(html.encode()) < 1_000_000
-    for name in ("speedup.png", "latency.png", "tuning_curves.png", "models.png"):
+    for name in ("speedup.png", "networks.png", "tuning_curves.png"):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](plots/{name})" in md
 
 
-def test_every_name_and_target_in_both_outputs(rendered):
+def test_every_name_and_machine_in_both_outputs(rendered):
     html, md, _ = rendered
     for text in (html, md):
-        for name in ("C2D", "DEP", "GRP", "efficientnet_v2_s", "x86", "cuda", "arm",
-                     "AMD EPYC 7B13", "NVIDIA H100", "0.27.0.post1", "2.13.0+cpu"):
+        for name in ("C2D", "DEP", "GRP", "efficientnet_v2_s", "x86 · AMD EPYC 7B13", "cuda · NVIDIA H100",
+                     "arm · qemu-aarch64 (emulated)", "0.27.0.post1", "2.13.0+cpu"):
             assert name in text, name
+
+
+def test_machines_are_named_by_cpu_and_isa():
+    run = {"target": "x86", "machine": {"cpu": "Intel(R) Xeon(R) Platinum 8592+ CPU @ 1.9GHz"},
+           "target_detail": {"mcpu": "emeraldrapids"}}
+    assert report.machine_name(run) == "Intel Xeon Platinum 8592+ (emeraldrapids, AVX-512 + AMX)"
+    run["machine"]["isa"] = "AVX2"  # what the result file recorded wins over the table
+    assert report.machine_name(run) == "Intel Xeon Platinum 8592+ (emeraldrapids, AVX2)"
+    gpu = {"target": "cuda", "machine": {"cpu": "AMD EPYC", "gpu": "NVIDIA H100 80GB HBM3"}}
+    assert report.machine_name(gpu) == "NVIDIA H100 80GB HBM3"
+
+
+def test_what_to_look_at_opens_the_report(rendered):
+    _, md, _ = rendered
+    first = _md_section(md, "What to look at")
+    g = math.exp((math.log(1.5 / 1.2) + math.log(0.2 / 0.25)) / 2)
+    x86 = [ln for ln in first.splitlines() if ln.startswith("- x86 · AMD EPYC 7B13: tuned")][0]
+    assert f"{g:.2f}x torch (geomean over 2 ops); 1 below 0.9x: DEP 0.80x" in x86
+    net = [ln for ln in first.splitlines() if "efficientnet_v2_s" in ln][0]
+    assert "convtvm 30 ms = 0.86 of the fastest other (torch_compile, 35 ms" in net
+    assert "arm · qemu-aarch64 (emulated): emulated: correctness only" in first
+    assert md.index("## What to look at") < md.index("## Machines") < md.index("## Single ops")
+
+
+def test_the_suite_table_has_one_column_per_machine(rendered):
+    _, md, _ = rendered
+    ops = _md_section(md, "Single ops")
+    header = [ln for ln in ops.splitlines() if ln.startswith("| Op |")][0]
+    assert header.count("|") == 6  # Op, Variant, x86, cuda, arm
+    dep = _md_rows(ops, "DEP")[0]
+    assert "0.80x" in dep and "3.00x" in dep and "emulated: correctness only" in dep
+    assert _md_rows(ops, "GRP")[0].count("not measured") == 2  # x86 (no torch time) and cuda (no such op)
 
 
 def test_model_profile_table(rendered):
     _, md, _ = rendered
-    section = md[md.index("### Where tuned convtvm's time goes: efficientnet_v2_s, run x86"):]
+    section = md[md.index("### Where tuned convtvm's time goes: efficientnet_v2_s on x86 · AMD EPYC 7B13"):]
     assert "| fused_convtvm_conv2d4_add4_silu2 | 3 | 12 | 75.0% | 140.5 |" in section
     assert "| vm.builtin.alloc_tensor | 200 | 4 | 25.0% | not measured |" in section
     assert "(16.0 ms in all)" in section
@@ -105,14 +141,13 @@ def test_model_profile_table(rendered):
 
 def test_not_measured_for_missing_values(rendered):
     html, md, _ = rendered
-    x86 = _md_section(md, "Run x86")
-    grp = _md_rows(x86, "GRP")[0]  # latency table row; torch was null
+    grp = _md_rows(_details(md, "x86"), "GRP")[0]  # latency table row; torch was null
     assert grp.count("not measured") >= 2 and " 0.00x" not in grp and "| 0 |" not in grp
-    cuda_model = [r for r in _md_rows(md, "cuda") if "efficientnet_v2_s" in r]
-    assert len(cuda_model) == 1 and "not measured" in cuda_model[0]
-    x86_model = [r for r in _md_rows(md, "x86") if "efficientnet_v2_s" in r][0]
+    networks = _md_section(md, "Networks")
+    x86_model = [r for r in networks.splitlines() if "efficientnet_v2_s" in r and r.startswith("| x86")][0]
     assert "| 30 |" in x86_model and "not measured" in x86_model  # onnxruntime: null
-    assert "Peak: not measured" in _md_section(md, "Run cuda")
+    assert not [r for r in networks.splitlines() if r.startswith("| cuda")]  # no network measured there
+    assert "Peak: not measured" in _details(md, "cuda")
     assert "not measured" in html
 
 
@@ -121,7 +156,6 @@ def test_emulated_result_is_correctness_only(rendered):
     html = re.sub(r'src="data:image/png;base64,[^"]*"', "", html)  # base64 may hold any digits
     for text in (html, md):
         assert "emulated: correctness only" in text
-        # none of its timings, nor derived speed figures, appear anywhere
         arm = ARM_EMU["results"][0]
         tuned, untuned, torch = (arm["timings_ms"][k] for k in report.CORE)
         figures = [f"{t:.4g}" for t in (tuned, untuned, torch)] + ["9999"]
@@ -130,29 +164,13 @@ def test_emulated_result_is_correctness_only(rendered):
         for value in figures:
             assert value not in text, value
         assert "3.50e-07" in text  # the correctness check is shown
-    arm = _md_section(md, "Run arm")
-    assert "GFLOP" not in arm
-    assert "checked" in arm
-    arm_summary = _md_rows(_md_section(md, "Cross-target summary"), "arm")[0]
-    assert "emulated: correctness only" in arm_summary and "x |" not in arm_summary
-
-
-def test_geomean_and_lagging_in_markdown(rendered):
-    _, md, _ = rendered
-    summary = _md_section(md, "Cross-target summary")
-    expected = {"x86": [1.5 / 1.2, 0.2 / 0.25], "cuda": [0.08 / 0.05, 0.03 / 0.01]}
-    for target, speedups in expected.items():
-        g = math.exp(sum(math.log(s) for s in speedups) / len(speedups))
-        row = _md_rows(summary, target)[0].split(" | ")
-        assert row[3] == str(len(speedups))
-        assert row[4] == f"{g:.2f}x"
-    assert "depthwise (0.80x)" in _md_rows(summary, "x86")[0]
-    assert _md_rows(summary, "cuda")[0].rstrip(" |").endswith("none")
+    arm = _details(md, "arm")
+    assert "GFLOP" not in arm and "checked" in arm
 
 
 def test_gflops_and_peak(rendered):
     _, md, _ = rendered
-    row = _md_rows(_md_section(md, "Run x86"), "C2D")[1]  # throughput table row
+    row = _md_rows(_details(md, "x86"), "C2D")[1]  # throughput table row
     gflops = 231211008 / (1.2e-3) / 1e9
     assert f"| {gflops:.1f} | {100 * gflops / 190.0:.1f} |" in row
     assert "190.0 GFLOP/s (given)" in md
@@ -166,6 +184,7 @@ def test_gflops_and_peak(rendered):
     ({k: v for k, v in X86.items() if k != "machine"}, "'machine'"),
     (dict(X86, results={"C2D": 1}), "results must be a list"),
     (dict(X86, target=86), "target must be a string"),
+    (dict(X86, machine={"cpu": 7}), "machine.cpu must be a string"),
     ([1, 2], "top level"),
 ])
 def test_malformed_file_raises_value_error_naming_file(tmp_path, content, what):
@@ -186,43 +205,36 @@ def test_malformed_timing_value(tmp_path):
     assert str(bad) in str(info.value)
 
 
-def test_same_file_twice_is_shown_twice(tmp_path):
-    path = _write(tmp_path, "x86.json", X86)
-    _, md_path = report.render_report([path, path], tmp_path / "out")
-    md = md_path.read_text()
-    assert "## Run x86 #1" in md and "## Run x86 #2" in md
-    assert len(_md_rows(_md_section(md, "Cross-target summary"), "x86")) == 2
-
-
-def test_target_colours_fixed_and_fallback():
-    colors = report.target_colors(["cuda", "riscv", "x86", "arm", "wasm"])
-    assert colors["x86"] == report.TARGET_COLORS["x86"] and colors["cuda"] == report.TARGET_COLORS["cuda"]
-    assert len(set(colors.values())) == 5
-    assert report.target_colors(["wasm", "riscv"]) == {k: colors[k] for k in ("wasm", "riscv")}
+def test_runs_of_one_machine_share_a_column_and_machines_get_distinct_colours(tmp_path):
+    spot = dict(copy.deepcopy(X86), date="2026-11-24T00:00:00Z", results=X86["results"][:1], models=[])
+    zen5 = dict(copy.deepcopy(X86), machine=dict(MACHINE, cpu="AMD EPYC 9B45"), target_detail={"mcpu": "znver5"})
+    runs = [results.load(_write(tmp_path, n, d)) for n, d in
+            (("suite.json", X86), ("spot.json", spot), ("zen5.json", zen5), ("cuda.json", CUDA))]
+    groups = report.group_runs(runs)
+    assert [g["label"] for g in groups] == ["x86 · AMD EPYC 7B13", "x86 · AMD EPYC 9B45 (znver5, AVX-512)",
+                                            "cuda · NVIDIA H100"]
+    assert groups[0]["ops"]["_path"].endswith("suite.json")  # the run that measured the most ops
+    assert len({g["color"] for g in groups}) == 3
+    assert [c[0] for c in report.op_columns(groups)] == [g["label"] for g in groups]
 
 
 def test_plots_skip_missing_values_and_emulated_runs(tmp_path):
     runs = [results.load(_write(tmp_path, n, d)) for n, d in (("x86.json", X86), ("arm.json", ARM_EMU))]
-    runs[0].update(_label="x86", _color="#1f77b4", _dup=0)
-    runs[1].update(_label="arm", _color="#2ca02c", _dup=0)
-    ax = report.latency_figure(runs).axes[0]
-    heights = [p.get_height() for p in ax.patches]
-    assert len(heights) == 5 and min(heights) > 0  # 3 tuned + 2 torch (GRP torch is null), no arm bars
-    assert ax.get_yscale() == "log" and "ms" in ax.get_ylabel()
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["x86 convtvm_tuned", "x86 torch"]
-    assert report.latency_figure(runs[1:]) is None and report.tuning_figure(runs[1:]) is None
+    groups = report.group_runs(runs)
+    ax = report.speedup_figure(groups).axes[0]
+    bars = [p for p in ax.patches if p.get_height() != 0]
+    assert len(bars) == 2  # C2D and DEP; GRP has no torch time; arm is emulated
+    assert ax.get_yscale() == "log" and {line.get_ydata()[0] for line in ax.get_lines()} == {1.0, 0.9}
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["0.9x", "x86 · AMD EPYC 7B13"]
+    assert report.speedup_figure(groups[1:]) is None and report.tuning_figure(groups[1:]) is None
+    assert report.networks_figure(groups[1:]) is None
 
 
-def test_a_model_row_per_run_that_measured_it_and_per_target_none_did(tmp_path):
-    """An x86 op-suite run beside the x86 model run adds no "not measured" model row; cuda, which no
-    run measured the model on, keeps one."""
-    suite_only = dict(copy.deepcopy(X86), models=[])
-    paths = [_write(tmp_path, n, d) for n, d in (("suite.json", suite_only), ("x86.json", X86), ("cuda.json", CUDA))]
-    _, md_path = report.render_report(paths, tmp_path / "out")
-    section = _md_section(md_path.read_text(), "EfficientNetV2 end to end")
-    rows = [line for line in section.splitlines() if "| efficientnet_v2_s |" in line]
-    assert [r.split(" | ")[0] for r in rows] == ["| x86 #2", "| cuda"]
-    assert "| 30 |" in rows[0] and rows[1].count("not measured") >= 8
+def test_tuning_curves_start_at_zero_relative_to_torch(tmp_path):
+    groups = report.group_runs([results.load(_write(tmp_path, "x86.json", X86))])
+    ax = report.tuning_figure(groups).axes[0]
+    assert ax.get_xlim()[0] == 0 and ax.get_ylabel() == "best / torch latency"
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([5.3 / 1.5, 2.1 / 1.5, 1.2 / 1.5])
 
 
 def test_an_old_baseline_op_run_is_labelled_and_explained(tmp_path):
@@ -232,7 +244,9 @@ def test_an_old_baseline_op_run_is_labelled_and_explained(tmp_path):
     new = _write(tmp_path, "new.json", X86)
     _, md_path = report.render_report([old, new], tmp_path / "out")
     md = md_path.read_text()
-    assert "## Run x86 #1 (old baseline)" in md and "## Run x86 #2:" in md
+    header = [ln for ln in _md_section(md, "Single ops").splitlines() if ln.startswith("| Op |")][0]
+    assert header.endswith("| x86 · AMD EPYC 7B13 | x86 · AMD EPYC 7B13 (old baseline) |")
     assert report.OLD_BASELINE_NOTE in md
+    assert "(old baseline)" not in _md_section(md, "What to look at")  # not comparable: not summarised
     _, md_path = report.render_report([new], tmp_path / "out2")
     assert report.OLD_BASELINE_NOTE not in md_path.read_text()

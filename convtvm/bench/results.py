@@ -56,8 +56,20 @@ def machine() -> dict:
     import tvm
     cpu = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")), platform.processor())
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "tvm": tvm.__version__, "torch": torch.__version__,
+    return {"cpu": cpu, "isa": vector_isa(), "cores": os.cpu_count(), "gpu": gpu, "tvm": tvm.__version__, "torch": torch.__version__,
             "convtvm": __version__, "hostname": platform.node(), "python": platform.python_version()}
+
+
+def vector_isa() -> str | None:
+    """This CPU's widest vector ISA as /proc/cpuinfo's flags give it: "AVX-512 + AMX", "AVX-512", "AVX2",
+    "NEON" (aarch64's asimd), or None."""
+    flags = set(next((ln.split(":", 1)[1].split() for ln in _cpuinfo()
+                      if ln.startswith(("flags", "Features"))), []))
+    for isa, need in (("AVX-512 + AMX", {"avx512f", "amx_tile"}), ("AVX-512", {"avx512f"}), ("AVX2", {"avx2"}),
+                      ("NEON", {"asimd"})):
+        if need <= flags:
+            return isa
+    return None
 
 
 def peak_gflops(kind: str, cores: int) -> float | None:
@@ -153,6 +165,8 @@ def validate(data, source: str = "result") -> None:
     if data["schema"] not in READABLE:
         raise bad(f"schema is {data['schema']!r}, expected one of {', '.join(READABLE)}")
     check(data["machine"], "dict", "machine", nullable=False)
+    for key in ("cpu", "isa", "gpu"):
+        check(data["machine"].get(key), "str", f"machine.{key}")
     check(data["target"], "str", "target", nullable=False)
     check(data["results"], "list", "results", nullable=False)
     for key, kind in (("date", "str"), ("emulated", "bool"), ("threads", "int"),
