@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from . import records, torch_baseline
+from . import torch_baseline
+from .records import defaults
 from .targets import cpu_threads, resolve
 
 FLOPS_PER_CYCLE = {"x86": 32, "arm": 8}  # per core: AVX2 2 FMA x 8 fp32 x 2; NEON 1 FMA x 4 x 2
@@ -174,7 +175,7 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
             "emulated": False, "threads": threads, "peak_gflops": peak, "peak_source": "given" if peak else None,
             "timed_as": TIMED_AS, "torch_call_floor_ms": torch_call_floor_ms(rounds),
             "results": results, "models": [],
-            "tuning_curves": tuning_curves(log or records.shipped_log(info), workloads)}
+            "tuning_curves": tuning_curves(log or defaults.shipped_log(info), workloads)}
 
 
 SCHEMA = "convtvm.bench/2"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -39,13 +38,11 @@ def _peak(gpu: str | None):
 
 def _trials(log: Path, info, w) -> int | None:
     """Measured records of this workload in the log."""
-    from convtvm import tuning
-    mod = tuning.tuned_ir_module(w, info)
+    from convtvm.records.log import TuningLog
+    from convtvm.records.verify import tuned_ir_module
+    mod = tuned_ir_module(w, info)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in tuning.DB_FILES:
-            if (log / name).exists():
-                shutil.copyfile(log / name, Path(tmp) / name)
-        db = tuning._open_db(Path(tmp))
+        db, _ = TuningLog(log).open(tmp)
         if not db.has_workload(mod):
             return None
         return len(db.get_top_k(db.commit_workload(mod), 1 << 30))
@@ -97,7 +94,9 @@ def main(argv=None) -> int:
     import tvm_ffi
 
     import convtvm
-    from convtvm import bench, cuda, suites, tuning
+    from convtvm import bench, cuda, suites
+    from convtvm.records.log import TuningLog
+    from convtvm.records.verify import best_record
     from convtvm.reference import torch_fn
     from convtvm.targets import resolve
 
@@ -110,8 +109,8 @@ def main(argv=None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     info = resolve("cuda", cuda_arch=arch)
-    log = Path(args.log or tuning.default_log(info))
-    have_log = (log / tuning.DB_FILES[1]).exists()
+    log = Path(args.log or TuningLog.default(info).path)
+    have_log = TuningLog(log).has_records()
     ws = suites.suite(args.suite)
     if args.names:
         ws = {k: ws[k] for k in args.names}
@@ -128,7 +127,7 @@ def main(argv=None) -> int:
             mods, errors, notes = {}, {}, {}
             if not args.no_untuned:
                 mods["convtvm_untuned"] = convtvm.build(w, info)
-            record = tuning.best_record(w, info, log)[0] if have_log else None
+            record = best_record(w, info, log)[0] if have_log else None
             if record is not None:
                 mods["convtvm_tuned"] = convtvm.build(w, info, tuning_log=log)
             contenders = {}
