@@ -18,6 +18,7 @@ import numpy as np
 from . import __version__
 from . import torch_baseline
 from .records import defaults
+from .records.log import TuningLog
 from .targets import cpu_threads, resolve
 
 FLOPS_PER_CYCLE = {"x86": 32, "arm": 8}  # per core: AVX2 2 FMA x 8 fp32 x 2; NEON 1 FMA x 4 x 2
@@ -239,18 +240,11 @@ def _rel_err(y, ref) -> float:
 def _record_trials(log, w) -> int | None:
     """Trials measured for this workload in the log (the shipped, pruned logs record it in
     trials.json; otherwise count the records)."""
-    meta = Path(log) / "trials.json" if log else None
-    if meta and meta.exists():
-        counts = json.loads(meta.read_text())
-        return counts.get(w.key)
-    return None
+    return TuningLog(log).trials().get(w.key) if log else None
 
 
 def tuning_curves(log, workloads) -> list:
-    meta = Path(log) / "curves.json" if log else None
-    if not meta or not meta.exists():
-        return []
-    curves = json.loads(meta.read_text())
+    curves = TuningLog(log).curves() if log else {}
     return [{"name": name, "points": curves[w.key]} for name, w in workloads.items() if w.key in curves]
 
 

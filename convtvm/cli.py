@@ -230,7 +230,8 @@ def cmd_prune(args) -> int:
         if args.in_network:
             from .graph import pick_in_network
             result = Path(args.into or args.output or args.log)
-            pick_in_network(model, [x], TuningLog(result).target(), result, candidates=args.in_network, incumbent=incumbent)
+            pick_in_network(model, [x], TuningLog(result).target(), result, candidates=args.in_network,
+                            incumbent=incumbent)
             print(f"{args.model}'s tasks keep the record that ran fastest in the network, in {result}")
     return 0
 

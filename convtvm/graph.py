@@ -1398,7 +1398,8 @@ def _rows_of_tasks(log: Path, tasks: list[Task], worklog_lines: dict) -> tuple[l
     line_of_task = {k: line for line, k in worklog_lines.items()}
     theirs = {line: k for line, k in TuningLog(log).workload_lines_of([t.mod for t in tasks]).items()
               if k in line_of_task}
-    rows = [r.with_(workload=line_of_task[theirs[r.workload]]) for r in TuningLog(log).records() if r.workload in theirs]
+    rows = [r.with_(workload=line_of_task[theirs[r.workload]]) for r in TuningLog(log).records()
+            if r.workload in theirs]
     return rows, set(theirs)
 
 

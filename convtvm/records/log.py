@@ -449,6 +449,10 @@ class TuningLog:
         """trials.json: name -> trials measured ({} where absent)."""
         return self._json(TRIALS)
 
+    def curves(self) -> dict:
+        """curves.json: name -> tuning curve [[trial, best ms so far], ...] ({} where absent)."""
+        return self._json(CURVES)
+
     def record_trials(self, trials: dict) -> None:
         """Set ``trials`` (name -> trials measured) in trials.json, atomically; other names stay."""
         artifact.write_json_atomic(self.path / TRIALS, {**self.trials(), **trials})

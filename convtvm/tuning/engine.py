@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..records.log import TuningLog
 from ..records.verify import scheduled, tuned_ir_module
@@ -128,9 +129,8 @@ def EagerGradient(seed: int | None = None, logged_ms=None):  # noqa: N802 - a cl
     latency is falling fastest), ported, with two changes:
 
     - every measured batch is joined -- records written, cost model updated, progress shown --
-      before the next task is picked. MetaSchedule's own joins nothing until each task has had a
-      first batch: on the 36-op suite, 1152 trials with no record in the log and no progress line,
-      all lost to a Ctrl-C;
+      before the next task is picked (MetaSchedule's own joins nothing until each task has had a
+      first batch, so a Ctrl-C before then loses every trial);
     - a task the log already holds records for (``logged_ms``: its best, or None) starts from that
       best instead of a first batch of its own, so a resumed run spends its trials where the
       weighted latency is, not one batch on every task."""

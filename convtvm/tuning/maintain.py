@@ -156,7 +156,8 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: i
             before = best[0].run_secs
             best = _retimed(info, wl_lines, best)
             progress(f"  workload {best[0].workload}: re-timed its {len(best)} best records here: kept one at "
-                     f"{best[0].run_secs[0] * 1e3:.3f} ms (the search's best read {sum(before) / len(before) * 1e3:.3f} ms)")
+                     f"{best[0].run_secs[0] * 1e3:.3f} ms "
+                     f"(the search's best read {sum(before) / len(before) * 1e3:.3f} ms)")
         kept += best[:keep]
     out = log.copy_to(out)
     out.write_records(kept)

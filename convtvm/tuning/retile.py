@@ -2,9 +2,7 @@
 
 MetaSchedule's evolutionary search mutates one random tile decision at a time and trusts its cost
 model to rank the results, so a record can keep a poor register tile that a small, exhaustive search
-would fix. (EfficientNetV2-S's stage-2 Winograd kernel kept a 2x8 tile, 2 accumulators, for its
-36 batched GEMMs; a 4x16 tile with the whole reduction inside, 8 accumulators, ran it 18% faster
-alone and 14% faster in the network.) For every multi-level-tiled block (``meta_schedule.tiling_structure``, SSRSRS) of the
+would fix. For every multi-level-tiled block (``meta_schedule.tiling_structure``, SSRSRS) of the
 record's trace, the sweep sets the innermost tile to ``rows`` x ``lanes`` (rows on one spatial
 axis, lanes on the last, vectorised one), the tiles between it and the reduction to 1, and the
 reduction whole or as it was; it replays the trace with those decisions, runs the target's
