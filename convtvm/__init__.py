@@ -30,8 +30,8 @@ def load(path):
 
 
 def tune(workloads, target="x86", trials=64, log=None, **kwargs):
-    """Tune one workload or many with MetaSchedule; see :func:`convtvm.tuning.tune`."""
-    from .tuning import tune as _tune
+    """Tune one workload or many with MetaSchedule; see :func:`convtvm.tuning.engine.tune`."""
+    from .tuning.engine import tune as _tune
     return _tune(workloads, target, trials, log, **kwargs)
 
 

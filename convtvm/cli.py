@@ -198,7 +198,8 @@ def cmd_prune(args) -> int:
     import tempfile
 
     from . import suites
-    from .tuning import DB_FILES, log_target, merge, prune
+    from .records.log import TuningLog
+    from .tuning.maintain import merge, prune
     if args.into and args.output:
         raise ValueError("give either --output (a pruned copy) or --into (merge the pruned records into a log)")
     if args.in_network and not args.model:
@@ -210,11 +211,11 @@ def cmd_prune(args) -> int:
         model, x = model_and_input(args.model, args.input_size)
     with tempfile.TemporaryDirectory(prefix="convtvm_prune_") as tmp:
         incumbent = None  # the records in use before a merge: rank 0 of the in-network choice
-        if args.in_network and args.into and Path(args.into, DB_FILES[1]).exists():
+        if args.in_network and args.into and TuningLog(args.into).has_records():
             incumbent = shutil.copytree(args.into, Path(tmp) / "incumbent")
         if args.model and args.into:  # the model's records alone, and its trial count beside them
             from .graph import extract_tasks, import_torch, lower, merge_task_records, model_trials_key
-            info = log_target(args.log)
+            info = TuningLog(args.log).target()
             tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
             n, trials = merge_task_records(args.log, args.into, tasks, model_trials_key(args.model, args.input_size),
                                            keep=keep, retime=args.retime)
@@ -230,19 +231,20 @@ def cmd_prune(args) -> int:
         if args.in_network:
             from .graph import pick_in_network
             result = Path(args.into or args.output or args.log)
-            pick_in_network(model, [x], log_target(result), result, candidates=args.in_network, incumbent=incumbent)
+            pick_in_network(model, [x], TuningLog(result).target(), result, candidates=args.in_network,
+                            incumbent=incumbent)
             print(f"{args.model}'s tasks keep the record that ran fastest in the network, in {result}")
     return 0
 
 
 def cmd_sweep(args) -> int:
     from .graph import _recorded_trials, extract_tasks, import_torch, lower, model_and_input, model_trials_key
-    from .retile import sweep
-    from .tuning import log_target, record_trials
+    from .records.log import TuningLog
+    from .tuning.retile import sweep
     if args.tasks < 1:
         raise ValueError(f"--tasks={args.tasks} must be positive")
     log = Path(args.log)
-    info = log_target(log)
+    info = TuningLog(log).target()
     model, x = model_and_input(args.model, args.input_size)
     tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
     timed = 0
@@ -250,14 +252,14 @@ def cmd_sweep(args) -> int:
         timed += len(sweep(log, t.mod, name=t.name, keep=args.keep, rounds=args.rounds)) - 1
     key = model_trials_key(args.model, args.input_size)
     trials = (_recorded_trials(log, key) or 0) + timed  # each candidate timed is a trial
-    record_trials(log, {key: trials})
+    TuningLog(log).record_trials({key: trials})
     print(f"{timed} candidates timed; {key}: {trials} trials")
     return 0
 
 
 def cmd_retarget(args) -> int:
     from .targets import resolve
-    from .tuning import retarget
+    from .tuning.maintain import retarget
     info = resolve(args.target, num_cores=args.num_cores)
     n = retarget(args.log, info, args.output)
     print(f"carried {n} records of {args.log} over to {info.tag}")

@@ -52,8 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import records
 from .module import _tvm_version, export_with_manifest, write_json_atomic
+from .records import defaults
+from .records.log import TuningLog, target_key
 from .targets import TargetInfo, check_target_options, cpu_threads, resolve
 
 CONVTVM_OPS = ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d", "relax.nn.conv1d_transpose",
@@ -711,13 +712,13 @@ def schedule(mod, info: TargetInfo, logs=()) -> tuple:
     tuned / carried over / fallback / generic)."""
     from tvm import relax, tirx
 
-    from .tuning import check_log, log_target, open_log
     how, carried_funcs = Counter(), set()
     for tuning_log, carried in logs:
-        log = check_log(tuning_log, log_target(tuning_log) if carried else info, must_exist=True)
+        log = TuningLog(tuning_log)
+        log.check(log.target() if carried else info, must_exist=True)
         before = _scheduled(mod)
         with tempfile.TemporaryDirectory() as tmp:  # the database may rewrite its files: use a copy
-            db, _ = open_log(log, tmp)  # without the lines it cannot read (each named in a warning)
+            db, _ = log.open(tmp)  # without the lines it cannot read (each named in a warning)
             with info.target, db:
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
         if carried:
@@ -851,7 +852,7 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **targe
     t0 = time.time()
     lowered, workloads = Counter(), []
     lowered_mod = lower(mod, info, lowered, workloads)
-    logs = (records.network_logs(info) if tuning_log is None else
+    logs = (defaults.network_logs(info) if tuning_log is None else
             [] if tuning_log is False else [(tuning_log, False)])
     mod, how = schedule(lowered_mod, info, logs)
     times["lower_s"] = time.time() - t0
@@ -1140,12 +1141,11 @@ def tune_model(name: str, input_size: int, target_info, trials: int, log=None, *
     """Tune the conv/pool kernels of a named model (after BN folding and fusion) into ``log``: all of
     them, or those named in ``names``, or the ``heaviest`` N (calls x FLOPs), or with ``untuned`` those
     the log has no record for (e.g. the kernels a new fusion made)."""
-    from . import tuning
     info = resolve(target_info)
     model, x = model_and_input(name, input_size, batch)
     mod = lower(import_torch(model, [x]), info)
     tasks = extract_tasks(mod, info)
-    log = tuning.check_log(log or tuning.default_log(info), info, must_exist=False)
+    log = TuningLog(log or TuningLog.default(info)).check(info, must_exist=False).path
     chosen = choose_tasks(tasks, log, heaviest, untuned, names)
     total = sum(t.count * t.flops for t in tasks)
     progress(f"{name} at {input_size}x{input_size}, batch {batch}: {len(tasks)} unique conv/pool tasks, "
@@ -1163,7 +1163,6 @@ def choose_tasks(tasks: list[Task], log, heaviest: int | None = None, untuned: b
                  names: list[str] | None = None) -> list[Task]:
     """Of ``tasks`` (heaviest first), those named in ``names`` (as ``convtvm tune --model`` lists
     them), then the ``heaviest`` N, and with ``untuned`` only those that ``log`` holds no record for."""
-    from . import tuning
     if heaviest is not None and int(heaviest) < 1:
         raise ValueError(f"--tasks={heaviest} must be positive")
     chosen = list(tasks)
@@ -1175,9 +1174,9 @@ def choose_tasks(tasks: list[Task], log, heaviest: int | None = None, untuned: b
                              + ", ".join(sorted(known)))
         chosen = [t for t in chosen if t.name in names]
     chosen = chosen[:heaviest] if heaviest else chosen
-    if untuned and (Path(log) / tuning.DB_FILES[0]).exists():
-        lines = tuning.workload_lines_of(Path(log), [t.mod for t in chosen])
-        with_rows = {r[0] for r in tuning._rows(Path(log))}
+    if untuned and TuningLog(log).has_workloads():
+        lines = TuningLog(log).workload_lines_of([t.mod for t in chosen])
+        with_rows = {r.workload for r in TuningLog(log).records()}
         recorded = {k for line, k in lines.items() if line in with_rows}
         chosen = [t for k, t in enumerate(chosen) if k not in recorded]
     return chosen
@@ -1187,12 +1186,12 @@ def tune_tasks(tasks: list[Task], info: TargetInfo, trials: int, log, *, progres
                trials_per_iter: int = 32, exit_on_sigint: bool = False) -> dict:
     """tuning's engine on the model's TIR tasks; the gradient task scheduler weighs each task by
     its call count. The constant weights are layout-free (``lower``): a record may pre-pack them."""
-    from . import tuning
+    from .tuning.engine import tune_modules
     if not tasks:
         raise ValueError("nothing to tune: the model has no convolution or pooling task")
-    return tuning.tune_modules([(t.name, t.mod, t.flops) for t in tasks], info, trials, log,
-                               weights=[float(t.count) for t in tasks], progress=progress, seed=seed,
-                               trials_per_iter=trials_per_iter, exit_on_sigint=exit_on_sigint)
+    return tune_modules([(t.name, t.mod, t.flops) for t in tasks], info, trials, log,
+                        weights=[float(t.count) for t in tasks], progress=progress, seed=seed,
+                        trials_per_iter=trials_per_iter, exit_on_sigint=exit_on_sigint)
 
 
 def pick_in_network(module, example_inputs, target_info, log, *, candidates: int = 3, rounds: int = 8,
@@ -1217,36 +1216,36 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
     Returns task name -> (rank chosen, ms a call by rank)."""
     import statistics
 
-    from . import tuning
+    from .tuning.maintain import prune
     info = resolve(target_info)
     if info.is_remote or info.kind == "cuda":
         raise ValueError(f"pick_in_network profiles on this machine's CPU; target {info.kind} does not run here")
-    log = tuning.check_log(log, info, must_exist=True)
+    log = TuningLog(log).check(info, must_exist=True)
     if int(candidates) < 1 or int(rounds) < 1:
         raise ValueError(f"candidates={candidates} and rounds={rounds} must be positive")
     example_inputs = list(example_inputs)
     tasks = extract_tasks(lower(import_torch(module, example_inputs), info), info)
-    task_of = tuning.workload_lines_of(log, [t.mod for t in tasks])
+    task_of = log.workload_lines_of([t.mod for t in tasks])
     if not task_of:
         raise ValueError(f"{log} has no record for this network's tasks: tune it first")
-    rows = tuning._rows(log)
-    others = [r for r in rows if r[0] not in task_of]
+    rows = log.records()
+    others = [r for r in rows if r.workload not in task_of]
     with tempfile.TemporaryDirectory(prefix="convtvm_pick_") as tmp:
-        pool = Path(tmp) / "pool"
-        shutil.copytree(log, pool)
-        tuning.write_rows(pool, [r for r in rows if r[0] in task_of])
-        tuning.prune(pool, keep=candidates, progress=progress)  # the verified best of each task
+        pool = TuningLog(Path(tmp) / "pool")
+        shutil.copytree(log.path, pool.path)
+        pool.write_records([r for r in rows if r.workload in task_of])
+        prune(pool, keep=candidates, progress=progress)  # the verified best of each task
         ranked: dict = {}
-        for wl, rec in sorted(tuning._rows(pool), key=tuning.row_secs):
-            ranked.setdefault(wl, []).append([wl, rec])
+        for r in sorted(pool.records(), key=lambda r: r.mean_secs):
+            ranked.setdefault(r.workload, []).append(r)
         if incumbent is not None:
             held: dict = {}
-            for wl, rec in sorted(_rows_of_tasks(Path(incumbent), tasks, task_of)[0], key=tuning.row_secs):
-                held.setdefault(wl, rec)  # the incumbent's fastest record of each task
-            for wl, rec in held.items():
-                trace = json.dumps(rec[0])
-                rest = [r for r in ranked.get(wl, []) if json.dumps(r[1][0]) != trace]
-                ranked[wl] = ([[wl, rec]] + rest)[:candidates]
+            for r in sorted(_rows_of_tasks(Path(incumbent), tasks, task_of)[0], key=lambda r: r.mean_secs):
+                held.setdefault(r.workload, r)  # the incumbent's fastest record of each task
+            for wl, r in held.items():
+                trace = json.dumps(r.trace)
+                rest = [x for x in ranked.get(wl, []) if json.dumps(x.trace) != trace]
+                ranked[wl] = ([r] + rest)[:candidates]
         if not ranked:
             raise ValueError(f"no record in {log} of this network's tasks reproduces the unscheduled TIR")
         depth = max(len(v) for v in ranked.values())
@@ -1254,11 +1253,11 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
 
         nets = []
         for k in range(depth):
-            trial_log = Path(tmp) / f"net{k}"
-            shutil.copytree(log, trial_log)
-            tuning.write_rows(trial_log, others + [ranked[wl][network_rank(k, i, depth, len(ranked[wl]))]
-                                                   for i, wl in enumerate(order)])
-            nets.append(compile_model(module, example_inputs, info, tuning_log=trial_log))
+            trial_log = TuningLog(Path(tmp) / f"net{k}")
+            shutil.copytree(log.path, trial_log.path)
+            trial_log.write_records(others + [ranked[wl][network_rank(k, i, depth, len(ranked[wl]))]
+                                       for i, wl in enumerate(order)])
+            nets.append(compile_model(module, example_inputs, info, tuning_log=trial_log.path))
             progress(f"compiled network {k} of {depth}")
         xs = [np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x) for x in example_inputs]
         samples = [{} for _ in nets]  # per network: function -> ms a call, one per round
@@ -1283,13 +1282,13 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
             same.append(max(abs(_median_ratio(normed[k], normed[0]) - 1) for k in range(depth)))
         k = pick_rank(times)
         per = [statistics.median(ts) for ts in times]
-        picked[wl] = [wl, [rs[k][1][0], [round(per[k] / 1e3, 9)], *rs[k][1][2:]]]
+        picked[wl] = rs[k].with_(workload=wl, run_secs=[round(per[k] / 1e3, 9)])
         result[t.name] = (k, per)
         progress(f"  {t.name}: ms a call in the network by rank: {' '.join(f'{p:.3f}' for p in per)} -> rank {k}")
     if same:
         progress(f"after that, the same kernel read up to {100 * max(same):.0f}% apart between networks "
                  f"(median {100 * statistics.median(same):.0f}%, {len(same)} tasks with one record)")
-    tuning.write_rows(log, others + list(picked.values()))
+    log.write_records(others + list(picked.values()))
     return result
 
 
@@ -1352,39 +1351,40 @@ def merge_task_records(worklog, into, tasks: list[Task], trials_key: str, *, kee
     counts a trial twice.
 
     With ``retime`` >= 1, ``into``'s records of the same tasks are timed again beside the working
-    log's (``tuning.prune``'s ``retime``) and replace them: logged times from another day (this VM's
+    log's (``tuning.maintain.prune``'s ``retime``) and replace them: logged times from another day (this VM's
     speed drifts 2x between days) would otherwise rank a slower new record ahead of a faster old one."""
-    from . import tuning
+    from .tuning.maintain import merge, prune
     worklog, into = Path(worklog), Path(into)
-    mine = tuning.workload_lines_of(worklog, [t.mod for t in tasks])
-    rows = [r for r in tuning._rows(worklog) if r[0] in mine]
+    work_log, into_log = TuningLog(worklog), TuningLog(into)
+    mine = work_log.workload_lines_of([t.mod for t in tasks])
+    rows = [r for r in work_log.records() if r.workload in mine]
     if not rows:
         raise ValueError(f"{worklog} has no records of these {len(tasks)} tasks")
-    into_exists = (into / tuning.DB_FILES[1]).exists()
-    have = set(tuning.record_keys(into)) if into_exists else set()
+    into_exists = into_log.has_records()
+    have = set(into_log.record_keys()) if into_exists else set()
     book_file, entry = worklog / "counted_trials.json", f"{trials_key} into {into.resolve()}"
     book = json.loads(book_file.read_text()) if book_file.exists() else {}
     counted = set(book.get(entry, []))
-    measured = [(_record_digest(k), k in have) for r, k in zip(rows, tuning.record_keys(worklog, rows)) if r[1][1]]
+    measured = [(_record_digest(k), k in have) for r, k in zip(rows, work_log.record_keys(rows)) if r.run_secs]
     new = sum(1 for d, held in measured if not held and d not in counted)
     trials = (_recorded_trials(into, trials_key) or 0) + new
     with tempfile.TemporaryDirectory(prefix="convtvm_model_") as tmp:
-        target = into
+        target = into_log
         if retime and into_exists:  # into's records of these tasks join the working log's, to be re-timed
-            target = Path(tmp) / "into"
-            shutil.copytree(into, target)
-            theirs, lines = _rows_of_tasks(target, tasks, mine)
-            tuning.write_rows(target, [r for r in tuning._rows(target) if r[0] not in lines])
-            rows = tuning.unique_rows(worklog, rows + theirs)
-        only = Path(tmp) / "model"  # worklog with these tasks' records alone
-        shutil.copytree(worklog, only)
-        tuning.write_rows(only, rows)
+            target = TuningLog(Path(tmp) / "into")
+            shutil.copytree(into, target.path)
+            theirs, lines = _rows_of_tasks(target.path, tasks, mine)
+            target.write_records([r for r in target.records() if r.workload not in lines])
+            rows = work_log.unique(rows + theirs)
+        only = TuningLog(Path(tmp) / "model")  # worklog with these tasks' records alone
+        shutil.copytree(worklog, only.path)
+        only.write_records(rows)
         pruned = Path(tmp) / "pruned"
-        kept = tuning.prune(only, keep=keep, out=pruned, retime=retime, progress=progress)
-        tuning.merge(pruned, target, trials={trials_key: trials}, progress=progress)
-        if target != into:
-            tuning._sync(target, into, tuning.log_target(into))
-            tuning._copy_atomic(target / "trials.json", into / "trials.json")
+        kept = prune(only, keep=keep, out=pruned, retime=retime, progress=progress)
+        merge(pruned, target, trials={trials_key: trials}, progress=progress)
+        if target != into_log:
+            into_log.sync_from(target.path, into_log.target())
+            into_log.copy_trials_from(target)
     # every measured record is booked, those ``into`` held too: one it drops later is no new trial
     write_json_atomic(book_file, {**book, entry: sorted(counted.union(d for d, _ in measured))})
     progress(f"{trials_key}: {new} new trials, {trials} in all")
@@ -1395,16 +1395,16 @@ def _rows_of_tasks(log: Path, tasks: list[Task], worklog_lines: dict) -> tuple[l
     """``log``'s records of ``tasks`` as rows of a working log whose workload lines are
     ``worklog_lines`` (line -> task index), and the lines of ``log`` they came from (tasks the working
     log does not hold are left out)."""
-    from . import tuning
     line_of_task = {k: line for line, k in worklog_lines.items()}
-    theirs = {line: k for line, k in tuning.workload_lines_of(log, [t.mod for t in tasks]).items()
+    theirs = {line: k for line, k in TuningLog(log).workload_lines_of([t.mod for t in tasks]).items()
               if k in line_of_task}
-    rows = [[line_of_task[theirs[wl]], rec] for wl, rec in tuning._rows(log) if wl in theirs]
+    rows = [r.with_(workload=line_of_task[theirs[r.workload]]) for r in TuningLog(log).records()
+            if r.workload in theirs]
     return rows, set(theirs)
 
 
 def _record_digest(key) -> str:
-    """A short fingerprint of a ``tuning.record_keys`` key (a workload hash and a trace)."""
+    """A short fingerprint of a ``TuningLog.record_keys`` key (a workload hash and a trace)."""
     return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
 
 
@@ -1416,21 +1416,19 @@ def model_trials_key(name: str, input_size: int, batch: int = 1) -> str:
 def _recorded_trials(log, key: str) -> int | None:
     """The trial count a shipped log's trials.json records under ``key`` (a pruned log keeps only
     the best records, so counting them would say how many tasks, not how many trials)."""
-    meta = Path(log) / "trials.json"
-    return json.loads(meta.read_text()).get(key) if meta.exists() else None
+    return TuningLog(log).trials().get(key)
 
 
 def _log_trials(tasks: list[Task], info: TargetInfo, log) -> int:
     """Measured records in ``log`` for these tasks."""
-    from .tuning import _target_key, open_log
-    mine = _target_key(json.loads(info.target_json))
+    mine = target_key(json.loads(info.target_json))
     n = 0
     with tempfile.TemporaryDirectory() as tmp:
-        db, _ = open_log(log, tmp)
+        db, _ = TuningLog(log).open(tmp)
         for t in tasks:
             if db.has_workload(t.mod):
                 n += sum(1 for r in db.get_top_k(db.commit_workload(t.mod), 1 << 30)
-                         if r.run_secs and _target_key(r.target.export()) == mine)
+                         if r.run_secs and target_key(r.target.export()) == mine)
     return n
 
 
@@ -1455,7 +1453,7 @@ def bench_model(name: str, input_size: int, target_info, log=None, rounds: int =
     runs["convtvm_untuned"] = compile_model(model, [x], info, tuning_log=False)
     tuned = compile_model(model, [x], info, tuning_log=log)
     applied = tuned.schedules.get("tuned", 0) + tuned.schedules.get("carried over", 0)
-    sources = [Path(log)] if log else [lg for lg, _ in records.network_logs(info)]
+    sources = [Path(log)] if log else [lg for lg, _ in defaults.network_logs(info)]
     source = ", ".join(map(str, sources))
     if applied:
         runs["convtvm_tuned"] = tuned

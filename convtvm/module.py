@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, artifact, records, relayout
+from . import __version__, artifact, relayout
+from .records import defaults, verify
 from .artifact import write_json_atomic  # noqa: F401 - callers import it from here
 from .targets import TargetInfo, resolve
 from .variants import Workload, from_json
@@ -18,7 +19,7 @@ _DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
 
 def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Module":
     """Compile a workload for a target. ``tuning_log``: None (the default) applies the default records
-    (``records.default_schedule``: the user's log, the shipped one, or one carried over from the nearest
+    (``records.defaults.default_schedule``: the user's log, the shipped one, or one carried over from the nearest
     CPU's); a folder applies that log's records only; False applies none. Without a record that
     reproduces torch here, the target's fallback schedule from schedules/. A channels-first workload
     without a record of its own runs its channels-last twin's record, if any (``relayout``). The
@@ -52,15 +53,14 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
     return m
 
 
-def _schedule_for(w: Workload, info: TargetInfo, tuning_log) -> records.Schedule:
+def _schedule_for(w: Workload, info: TargetInfo, tuning_log) -> defaults.Schedule:
     """The record ``build`` applies to ``w`` (see ``build`` for ``tuning_log``)."""
-    from . import tuning
     if tuning_log is None:
-        return records.default_schedule(w, info)
+        return defaults.default_schedule(w, info)
     if tuning_log is False:
-        return records.Schedule(None, "fallback", None)
-    mod = tuning.best_schedule(w, info, tuning_log)
-    return records.Schedule(mod, "tuned" if mod is not None else "fallback", str(tuning_log) if mod else None)
+        return defaults.Schedule(None, "fallback", None)
+    mod = verify.best_schedule(w, info, tuning_log)
+    return defaults.Schedule(mod, "tuned" if mod is not None else "fallback", str(tuning_log) if mod else None)
 
 
 def split_weight_packing(mod, w: Workload):

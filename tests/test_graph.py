@@ -17,6 +17,17 @@ from torch import nn
 
 from convtvm import graph
 from convtvm.models import calibrate_batchnorm, seeded_model
+from convtvm.records.log import DB_FILES, LogWarning, Record, TuningLog
+from convtvm.tuning import maintain
+
+
+def _rows(log) -> list:
+    """``log``'s records as [workload line, record] lists."""
+    return [r.to_json() for r in TuningLog(log).records()]
+
+
+def _write_rows(log, rows: list) -> None:
+    TuningLog(log).write_records([Record(*r) for r in rows])
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-3  # max|y - ref| <= TOL * max|ref|
@@ -254,10 +265,9 @@ def test_tuned_records_are_applied(small_net, tmp_path):
     assert result["trials"] == 8 and (log / "target.json").exists()
     assert graph._log_trials(tasks, info, log) >= 1
     # ship it: prune (the kept record re-checked against the unscheduled TIR) and merge into another log
-    from convtvm import tuning
     shipped = tmp_path / "shipped"
-    assert tuning.prune(log, keep=1, out=tmp_path / "pruned") == 1
-    assert tuning.merge(tmp_path / "pruned", shipped, trials={graph.model_trials_key("small", 30): 8}) == 1
+    assert maintain.prune(log, keep=1, out=tmp_path / "pruned") == 1
+    assert maintain.merge(tmp_path / "pruned", shipped, trials={graph.model_trials_key("small", 30): 8}) == 1
     assert graph._recorded_trials(shipped, graph.model_trials_key("small", 30)) == 8
     assert graph._log_trials(tasks, info, shipped) == 1
     assert_tuned_network_matches(small_net, x, info, shipped, tuned=1)
@@ -269,9 +279,8 @@ def test_shipped_logs_hold_a_record_for_every_efficientnet_task():
     they are carried over (README: the epilogues' exp). The Zen 5 log lacks only the 11 tasks that the
     squeeze-excitation fold made or changed (the scaled projections, and the excitation convs that now
     end in the sigmoid): they need a Zen 5 to tune."""
-    from convtvm import tuning
     logs = {tag: ROOT / "tuning_logs" / tag for tag in ("x86-znver3", "x86-znver5")}
-    info = tuning.log_target(logs["x86-znver3"])
+    info = TuningLog(logs["x86-znver3"]).target()
     model, x = graph.model_and_input("efficientnet_v2_s", 224)
     tasks = graph.extract_tasks(graph.lower(graph.import_torch(model, [x]), info), info)  # as on any x86 CPU
     missing = {tag: [t.name for t in graph.choose_tasks(tasks, log, untuned=True)] for tag, log in logs.items()}
@@ -299,7 +308,6 @@ def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, two_t
     import shutil
 
     import convtvm
-    from convtvm import tuning
     from convtvm.targets import resolve
     info = resolve("x86")
     x, tasks, tuned = two_tasks_log
@@ -312,14 +320,14 @@ def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, two_t
         graph.pick_in_network(small_net, [x], "x86", single_op, candidates=0)
     log = tmp_path / "log"
     shutil.copytree(tuned, log)
-    tuning.merge(single_op, log)  # a record of another workload, which the choice must leave as it is
-    task_of = tuning.workload_lines_of(log, [t.mod for t in tasks])
-    before = tuning._rows(log)
+    maintain.merge(single_op, log)  # a record of another workload, which the choice must leave as it is
+    task_of = TuningLog(log).workload_lines_of([t.mod for t in tasks])
+    before = _rows(log)
     assert {task_of[wl] for wl, _ in before if wl in task_of} == {0, 1}
     assert any(wl not in task_of for wl, _ in before)
 
     picked = graph.pick_in_network(small_net, [x], "x86", log, candidates=2, rounds=2, progress=lambda s: None)
-    after = tuning._rows(log)
+    after = _rows(log)
     assert [r for r in after if r[0] not in task_of] == [r for r in before if r[0] not in task_of]
     kept = {task_of[wl]: rec for wl, rec in after if wl in task_of}
     assert sorted(kept) == [0, 1] and len(after) == len(kept) + sum(1 for r in before if r[0] not in task_of)
@@ -337,14 +345,13 @@ def test_pick_in_network_puts_the_record_in_use_first(small_net, two_tasks_log, 
     incumbent's records (slowest alone here), not its own fastest."""
     import shutil
 
-    from convtvm import tuning
     from convtvm.targets import resolve
     info = resolve("x86")
     x, tasks, tuned = two_tasks_log
     log = tmp_path / "log"
     shutil.copytree(tuned, log)
-    task_of = tuning.workload_lines_of(log, [t.mod for t in tasks])
-    rows = sorted(tuning._rows(log), key=tuning.row_secs)
+    task_of = TuningLog(log).workload_lines_of([t.mod for t in tasks])
+    rows = sorted(_rows(log), key=lambda r: sum(r[1][1]) / len(r[1][1]))
     slowest = {task_of[wl]: [wl, rec] for wl, rec in rows if wl in task_of}  # the last of each task
     fastest = {}
     for wl, rec in rows:
@@ -352,11 +359,11 @@ def test_pick_in_network_puts_the_record_in_use_first(small_net, two_tasks_log, 
     assert all(slowest[k][1][0] != fastest[k][0] for k in (0, 1))
     held = tmp_path / "held"
     shutil.copytree(log, held)
-    tuning.write_rows(held, list(slowest.values()))
+    _write_rows(held, list(slowest.values()))
     monkeypatch.setattr(graph, "pick_rank", lambda times, **kw: 0)
     graph.pick_in_network(small_net, [x], "x86", log, candidates=2, rounds=1, incumbent=held,
                           progress=lambda s: None)
-    kept = {task_of[wl]: rec for wl, rec in tuning._rows(log) if wl in task_of}
+    kept = {task_of[wl]: rec for wl, rec in _rows(log) if wl in task_of}
     assert {k: rec[0] for k, rec in kept.items()} == {k: row[1][0] for k, row in slowest.items()}
     assert_tuned_network_matches(small_net, x, info, log, tuned=2)
 
@@ -415,15 +422,14 @@ def test_a_models_records_merge_alone_and_its_trials_count_once(small_net, tmp_p
     import shutil
 
     import convtvm
-    from convtvm import tuning
     from convtvm.targets import resolve
 
     def quiet(_):
         pass
 
     def measured(log):  # the working log's measured records of the model's tasks
-        mine = tuning.workload_lines_of(log, [t.mod for t in tasks])
-        return sum(1 for wl, rec in tuning._rows(log) if wl in mine and rec[1])
+        mine = TuningLog(log).workload_lines_of([t.mod for t in tasks])
+        return sum(1 for wl, rec in _rows(log) if wl in mine and rec[1])
 
     info = resolve("x86")
     x = torch.randn(1, 3, 30, 30)
@@ -450,22 +456,22 @@ def test_a_models_records_merge_alone_and_its_trials_count_once(small_net, tmp_p
     first = measured(work)
     kept, trials = graph.merge_task_records(work, shipped, tasks, key, progress=quiet)
     assert kept == 2 and trials == first == graph._recorded_trials(shipped, key)
-    task_of = tuning.workload_lines_of(shipped, [t.mod for t in tasks])
-    assert sorted(task_of.get(wl) for wl, _ in tuning._rows(shipped)) == [0, 1]  # the single op stayed out
+    task_of = TuningLog(shipped).workload_lines_of([t.mod for t in tasks])
+    assert sorted(task_of.get(wl) for wl, _ in _rows(shipped)) == [0, 1]  # the single op stayed out
 
     again = tmp_path / "again"
     shutil.copytree(shipped, again)
-    copied = set(tuning.record_keys(again))
+    copied = set(TuningLog(again).record_keys())
     graph.tune_tasks(tasks[:1], info, trials=4, log=again, trials_per_iter=4, seed=1, progress=quiet)
     new = measured(again) - 2
     assert new >= 1
     kept, trials = graph.merge_task_records(again, shipped, tasks, key, progress=quiet)
     assert trials == first + new == graph._recorded_trials(shipped, key)
-    keys = tuning.record_keys(shipped)
+    keys = TuningLog(shipped).record_keys()
     assert len(keys) == len(set(keys)) and 2 <= len(keys) <= 3
     # the shipped log drops a record that `again` began with (as a later in-network choice may):
     # merged again, that record is still no new trial
-    tuning.write_rows(shipped, [r for r, k in zip(tuning._rows(shipped), keys) if k not in copied])
+    _write_rows(shipped, [r for r, k in zip(_rows(shipped), keys) if k not in copied])
     _, twice = graph.merge_task_records(again, shipped, tasks, key, progress=quiet)
     assert twice == trials
 
@@ -484,7 +490,6 @@ def test_a_merge_that_retimes_replaces_the_shipped_records_stale_times(small_net
     --retime the stale time stays."""
     import shutil
 
-    from convtvm import tuning
     from convtvm.targets import resolve
 
     def quiet(_):
@@ -495,18 +500,18 @@ def test_a_merge_that_retimes_replaces_the_shipped_records_stale_times(small_net
     tasks = graph.extract_tasks(graph.lower(graph.import_torch(small_net, [x]), info), info)[:1]
     shipped, work, key = tmp_path / "shipped", tmp_path / "work", graph.model_trials_key("small", 30)
     graph.tune_tasks(tasks, info, trials=4, log=shipped, trials_per_iter=4, seed=0, progress=quiet)
-    tuning.prune(shipped, keep=1, progress=quiet)
-    (row,) = tuning._rows(shipped)
+    maintain.prune(shipped, keep=1, progress=quiet)
+    (row,) = _rows(shipped)
     row[1][1] = [1.0]  # as if logged on a day when this machine ran 1000x slower
-    tuning.write_rows(shipped, [row])
+    _write_rows(shipped, [row])
     shutil.copytree(shipped, work)
     graph.tune_tasks(tasks, info, trials=4, log=work, trials_per_iter=4, seed=1, progress=quiet)
     stale = tmp_path / "stale"
     shutil.copytree(shipped, stale)
     _, counted = graph.merge_task_records(work, stale, tasks, key, progress=quiet)
-    assert [1.0] in [rec[1] for _, rec in tuning._rows(stale)]
+    assert [1.0] in [rec[1] for _, rec in _rows(stale)]
     _, trials = graph.merge_task_records(work, shipped, tasks, key, retime=3, progress=quiet)
-    (row,) = tuning._rows(shipped)  # one record of the task, its time measured here
+    (row,) = _rows(shipped)  # one record of the task, its time measured here
     assert row[1][1][0] < 0.1
     assert trials == counted >= 1 and graph._recorded_trials(shipped, key) == trials
 
@@ -718,16 +723,15 @@ def test_compile_model_runs_3x3_convolutions_as_winograd(tile, seed, monkeypatch
 def test_a_bad_line_in_the_log_is_skipped_with_a_warning_and_the_network_compiles(tmp_path, seed):
     """One corrupt record line of a shipped log made every compile with that log fail; now that line
     is skipped, named (file and line) in a warning, and the network compiles and matches torch."""
-    from convtvm import tuning
     log = tmp_path / "x86-znver3"
     shutil.copytree(ROOT / "tuning_logs" / "x86-znver3", log)
-    path = log / tuning.DB_FILES[1]
+    path = log / DB_FILES[1]
     lines = path.read_text().splitlines()
     lines[4] = lines[4][: len(lines[4]) // 2]
     path.write_text("\n".join(lines) + "\n")
     model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU()).eval()
     x = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(seed))
-    with pytest.warns(tuning.LogWarning, match=rf"{path}:5: corrupt tuning record line"):
-        net = graph.compile_model(model, [x], tuning.log_target(log), tuning_log=log)  # its own CPU's records
+    with pytest.warns(LogWarning, match=rf"{path}:5: corrupt tuning record line"):
+        net = graph.compile_model(model, [x], TuningLog(log).target(), tuning_log=log)  # its own CPU's records
     with torch.no_grad():
         assert max_err(net(x), model(x)) <= TOL

@@ -2,7 +2,7 @@
 the log always loads, a resumed run continues it, and no record committed before a kill is lost.
 
 The log is written after every measured batch, each file through a temp file and a rename
-(``tuning._sync``: the workload file before the record file, so a record never names a workload the
+(``TuningLog.sync_from``: the workload file before the record file, so a record never names a workload the
 file does not hold yet); a kill between or inside those writes leaves the previous file whole."""
 
 import json
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import convtvm
-from convtvm import tuning
+from convtvm.records.log import DB_FILES, LogWarning, TuningLog
 
 W = convtvm.workload("conv2d", in_channels=4, out_channels=8, input_size=(9, 9), kernel_size=3, padding=1)
 ARGS = ["tune", "conv2d", "in_channels=4", "out_channels=8", "input_size=9,9", "kernel_size=3", "padding=1",
@@ -30,12 +30,12 @@ WAIT_S = 60  # for a run to commit its next batch (a loaded 2-core machine: ~10 
 
 def _records(log: Path) -> list:
     """The log's record lines, read as the loader reads them: a line it would skip fails the test."""
-    path = log / tuning.DB_FILES[1]
+    path = log / DB_FILES[1]
     if not path.exists():
         return []
     with warnings.catch_warnings():
-        warnings.simplefilter("error", tuning.LogWarning)
-        workloads, records, clean = tuning._parse_log(log)
+        warnings.simplefilter("error", LogWarning)
+        workloads, records, clean = TuningLog(log).parse()
     assert clean and len(workloads) <= 1
     return [json.dumps(rec) for _, rec in records]
 
@@ -71,8 +71,8 @@ def test_sigkill_at_random_points_loses_no_committed_record(tmp_path, seed):
         assert len(after) > len(committed), f"kill {k}: the resumed run added nothing"
         committed = after
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-            warnings.simplefilter("error", tuning.LogWarning)
-            db, lines = tuning.open_log(log, tmp)
+            warnings.simplefilter("error", LogWarning)
+            db, lines = TuningLog(log).open(tmp)
             assert len(db.get_all_tuning_records()) == len(lines) == len(after)
     m = convtvm.build(W, "x86", tuning_log=log)
     assert m.schedule == "tuned"

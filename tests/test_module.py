@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import convtvm
-from convtvm import artifact, module, suites, tuning
+from convtvm import artifact, module, suites
+from convtvm.records.log import TuningLog
+from convtvm.targets import ROOT
 from conftest import rel_err
 
 
@@ -86,8 +88,8 @@ def test_bind_packs_a_tuned_kernels_weights_once(seed):
     """A tuned kernel that reads its weights packed (the shipped depthwise-separable record): the bound
     call runs ``prepacked`` on weights packed at bind, and a change to the caller's weight array after
     binding does not reach it."""
-    w, log = suites.suite("extras")["DWS"], tuning.ROOT / "tuning_logs" / "x86-znver3"
-    m = convtvm.build(w, tuning.log_target(log), tuning_log=log)  # its own CPU's code runs on a newer one
+    w, log = suites.suite("extras")["DWS"], ROOT / "tuning_logs" / "x86-znver3"
+    m = convtvm.build(w, TuningLog(log).target(), tuning_log=log)  # its own CPU's code runs on a newer one
     assert m.schedule == "tuned" and m.packing is not None
     xs = w.random_inputs(seed=seed)
     ref = w.reference(*xs)
@@ -197,8 +199,8 @@ def test_a_channels_first_workload_runs_its_channels_last_twins_record(name, var
     """Without records of its own, a channels-first (torch-layout) workload runs the tuned kernel of
     its channels-last twin, with the layouts changed around it; through every call path."""
     from convtvm.variants import replace_params
-    log = tuning.ROOT / "tuning_logs" / "x86-znver3"
-    info = tuning.log_target(log)  # its own CPU's code runs on a newer one
+    log = ROOT / "tuning_logs" / "x86-znver3"
+    info = TuningLog(log).target()  # its own CPU's code runs on a newer one
     w = replace_params(suites.suite("ansor")[name], layout=None)
     assert w.params["layout"] in ("NCHW",) and w.variant == variant
     m = convtvm.build(w, info, tuning_log=log)

@@ -6,7 +6,10 @@ import shutil
 import pytest
 
 import convtvm
-from convtvm import records, suites, tuning
+from convtvm import suites
+from convtvm.records import defaults
+from convtvm.records import verify
+from convtvm.records.log import DB_FILES, LogWarning, TuningLog
 from convtvm.targets import resolve
 from conftest import rel_err
 
@@ -23,8 +26,8 @@ def only_other_cpus_shipped(tmp_path, monkeypatch):
     empty user cache."""
     shipped = tmp_path / "shipped"
     for tag in ("x86-znver5", "x86-znver3"):
-        shutil.copytree(records.SHIPPED / tag, shipped / tag)
-    monkeypatch.setattr(records, "SHIPPED", shipped)
+        shutil.copytree(defaults.SHIPPED / tag, shipped / tag)
+    monkeypatch.setattr(defaults, "SHIPPED", shipped)
     monkeypatch.setenv("CONVTVM_CACHE", str(tmp_path / "cache"))
     info = resolve("x86")
     if info.tag in ("x86-znver5", "x86-znver3"):
@@ -36,14 +39,14 @@ def test_a_cpu_without_a_shipped_log_carries_records_over_per_workload(only_othe
     shipped, info = only_other_cpus_shipped
     before = _tree(shipped)
     m = convtvm.build(DEP4)
-    assert m.schedule == "carried over" and m.schedule_source == str(records.donor_logs(info)[0])
+    assert m.schedule == "carried over" and m.schedule_source == str(defaults.donor_logs(info)[0])
     xs = DEP4.random_inputs(seed=seed)
     assert rel_err(m(*xs), DEP4.reference(*xs)) <= 1e-4
-    mine = records.user_log(info)
-    assert tuning.log_target(mine).tag == info.tag  # kept as a record measured here
+    mine = defaults.user_log(info)
+    assert TuningLog(mine).target().tag == info.tag  # kept as a record measured here
     again = convtvm.build(DEP4)  # from the cache now: no carry-over twice
     assert again.schedule == "carried over" and again.schedule_source == m.schedule_source
-    assert tuning.best_schedule(DEP4, info, mine) is not None
+    assert verify.best_schedule(DEP4, info, mine) is not None
     assert _tree(shipped) == before  # the shipped logs are read, never written
     assert convtvm.build(DEP4, tuning_log=False).schedule == "fallback"
 
@@ -52,14 +55,14 @@ def test_a_workload_no_log_holds_falls_back(only_other_cpus_shipped):
     w = convtvm.workload("conv2d", in_channels=5, out_channels=7, input_size=(9, 9))
     m = convtvm.build(w)
     assert m.schedule == "fallback" and m.schedule_source is None
-    assert not (records.user_log(only_other_cpus_shipped[1]) / tuning.DB_FILES[1]).exists()
+    assert not (defaults.user_log(only_other_cpus_shipped[1]) / DB_FILES[1]).exists()
 
 
 @pytest.mark.parametrize("mcpu, nearest", [("znver4", "x86-znver5"), ("sapphirerapids", "x86-znver5"),
                                            ("haswell", "x86-znver3"), ("alderlake", "x86-znver3")])
 def test_the_nearest_log_shares_the_vector_isa(mcpu, nearest):
     info = resolve({"kind": "llvm", "mcpu": mcpu, "num-cores": 2})
-    assert records.donor_logs(info)[0].name == nearest
+    assert defaults.donor_logs(info)[0].name == nearest
 
 
 def test_a_log_of_this_cpu_is_applied_as_tuned(tmp_path, monkeypatch):
@@ -68,7 +71,7 @@ def test_a_log_of_this_cpu_is_applied_as_tuned(tmp_path, monkeypatch):
     shipped = tmp_path / "shipped"
     w = convtvm.workload("conv1d", in_channels=8, out_channels=8, input_size=(16,), kernel_size=3)
     convtvm.tune(w, info, trials=4, log=shipped / info.tag, trials_per_iter=4, seed=1, progress=lambda *_: None)
-    monkeypatch.setattr(records, "SHIPPED", shipped)
+    monkeypatch.setattr(defaults, "SHIPPED", shipped)
     monkeypatch.setenv("CONVTVM_CACHE", str(tmp_path / "cache"))
     m = convtvm.build(w)
     assert m.schedule == "tuned" and m.schedule_source == str(shipped / info.tag)
@@ -76,22 +79,22 @@ def test_a_log_of_this_cpu_is_applied_as_tuned(tmp_path, monkeypatch):
 
 def test_a_bad_line_in_a_donor_log_is_skipped_with_a_warning(only_other_cpus_shipped):
     shipped, info = only_other_cpus_shipped
-    donor = records.donor_logs(info)[0]
-    with open(donor / tuning.DB_FILES[1], "a") as f:
+    donor = defaults.donor_logs(info)[0]
+    with open(donor / DB_FILES[1], "a") as f:
         f.write("[0, not json\n")
-    with pytest.warns(tuning.LogWarning, match=r"database_tuning_record.json:\d+"):
+    with pytest.warns(LogWarning, match=r"database_tuning_record.json:\d+"):
         m = convtvm.build(DEP4)
     assert m.schedule == "carried over"
 
 
 def test_the_network_logs_are_the_users_then_the_shipped_then_the_nearest_cpus(only_other_cpus_shipped):
     shipped, info = only_other_cpus_shipped
-    donor = records.donor_logs(info)[0]
-    assert records.network_logs(info) == [(donor, True)]
-    shutil.copytree(shipped / "x86-znver3", records.user_log(info))  # the user's own records
-    assert records.network_logs(info) == [(records.user_log(info), False), (donor, True)]
+    donor = defaults.donor_logs(info)[0]
+    assert defaults.network_logs(info) == [(donor, True)]
+    shutil.copytree(shipped / "x86-znver3", defaults.user_log(info))  # the user's own records
+    assert defaults.network_logs(info) == [(defaults.user_log(info), False), (donor, True)]
     shutil.copytree(shipped / "x86-znver3", shipped / info.tag)  # as if shipped for this CPU
-    assert records.network_logs(info) == [(records.user_log(info), False), (shipped / info.tag, False)]
+    assert defaults.network_logs(info) == [(defaults.user_log(info), False), (shipped / info.tag, False)]
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +120,7 @@ def test_a_network_takes_another_cpus_records_when_they_reproduce_torch(other_cp
 
     from convtvm import graph
     model, x, log = other_cpus_network_log
-    monkeypatch.setattr(records, "network_logs", lambda info: [(log, True)])
+    monkeypatch.setattr(defaults, "network_logs", lambda info: [(log, True)])
     net = graph.compile_model(model, [x])
     assert net.schedules.get("carried over") == 1 and "tuned" not in net.schedules
     with torch.no_grad():
@@ -137,5 +140,5 @@ def test_a_network_takes_each_tasks_record_from_the_first_log_that_holds_one(oth
     w = convtvm.workload("conv1d", in_channels=4, out_channels=4, input_size=(8,), kernel_size=3)
     mine = tmp_path / info.tag
     convtvm.tune(w, info, trials=2, log=mine, trials_per_iter=2, seed=0, progress=lambda *_: None)
-    monkeypatch.setattr(records, "network_logs", lambda info: [(mine, False), (log, True)])
+    monkeypatch.setattr(defaults, "network_logs", lambda info: [(mine, False), (log, True)])
     assert graph.compile_model(model, [x]).schedules.get("carried over") == 1

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 import convtvm
-from convtvm import tuning
-from convtvm.targets import resolve
+from convtvm.records import verify
+from convtvm.records.log import DB_FILES, LogWarning, TuningLog
+from convtvm.targets import ROOT, resolve
+from convtvm.tuning import engine, maintain, measure
 from conftest import rel_err
 
 W = convtvm.workload("conv2d", in_channels=8, out_channels=16, input_size=(14, 14), kernel_size=3, padding=1,
@@ -23,7 +25,7 @@ W = convtvm.workload("conv2d", in_channels=8, out_channels=16, input_size=(14, 1
 
 
 def records(log) -> list:
-    path = Path(log) / tuning.DB_FILES[1]
+    path = Path(log) / DB_FILES[1]
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -62,11 +64,11 @@ def test_resume_continues(tuned_log, tmp_path):
     traces = [json.dumps(r[1][0]) for r in after]
     assert len(set(traces)) == len(traces), "a measured candidate was measured again"
     from tvm.s_tir import meta_schedule as ms
-    hashes = tuning._measured_hashes(ms.database.JSONDatabase(str(log / tuning.DB_FILES[0]),
-                                                              str(log / tuning.DB_FILES[1])),
-                                     [("w", tuning.tuned_ir_module(W, resolve("x86")), W.flops)])
+    hashes = engine._measured_hashes(ms.database.JSONDatabase(str(log / DB_FILES[0]),
+                                                              str(log / DB_FILES[1])),
+                                     [("w", verify.tuned_ir_module(W, resolve("x86")), W.flops)])
     assert len(hashes) == len(after), "two records hold the same kernel"
-    assert (log / tuning.DB_FILES[0]).read_text().count("\n") == 1  # still one workload
+    assert (log / DB_FILES[0]).read_text().count("\n") == 1  # still one workload
     best_after = min(sum(r[1][1]) / len(r[1][1]) for r in after)
     assert best_after <= best_before
 
@@ -80,7 +82,7 @@ def test_foreign_target_log_is_refused(tuned_log):
 
 def _corrupt(log, lines: dict) -> Path:
     """Replace record lines (1-based line number -> text) of ``log``'s record file."""
-    path = log / tuning.DB_FILES[1]
+    path = log / DB_FILES[1]
     text = path.read_text().splitlines()
     for n, line in lines.items():
         text[n - 1] = line
@@ -101,10 +103,10 @@ def test_bad_records_are_skipped_with_a_warning_and_the_rest_apply(tuned_log, tm
     "parallel_for_dynamic error" naming no file or line, or a crash for a record that is not a list)."""
     log = tmp_path / "x86"
     shutil.copytree(tuned_log, log)
-    lines = (log / tuning.DB_FILES[1]).read_text().splitlines()
+    lines = (log / DB_FILES[1]).read_text().splitlines()
     path = _corrupt(log, {2: lines[1][:80], 4: _bad_trace(lines[3]), 5: '{"not": "a record"}',
                           6: "[99, " + lines[5].split(",", 1)[1]})
-    with pytest.warns(tuning.LogWarning) as caught:
+    with pytest.warns(LogWarning) as caught:
         m = convtvm.build(W, "x86", tuning_log=log)
     messages = [str(w.message) for w in caught]
     for n, why in ((2, "corrupt tuning record line"), (4, "its trace does not replay on its workload"),
@@ -114,8 +116,8 @@ def test_bad_records_are_skipped_with_a_warning_and_the_rest_apply(tuned_log, tm
     xs = W.random_inputs(seed=seed)
     assert rel_err(m(*xs), W.reference(*xs)) <= 1e-4
     good = [ln for k, ln in enumerate(lines, 1) if k not in (2, 4, 5, 6)]
-    with tempfile.TemporaryDirectory() as tmp, pytest.warns(tuning.LogWarning):
-        db, kept = tuning.open_log(log, tmp)  # the loader: the 4 good records, their original lines named
+    with tempfile.TemporaryDirectory() as tmp, pytest.warns(LogWarning):
+        db, kept = TuningLog(log).open(tmp)  # the loader: the 4 good records, their original lines named
         assert kept == [1, 3, 7, 8] and len(db.get_all_tuning_records()) == len(good) == 4
 
 
@@ -126,19 +128,19 @@ def test_a_corrupt_workload_line_takes_only_its_own_records(tuned_log, tmp_path)
     other = convtvm.workload("conv2d", in_channels=4, out_channels=8, input_size=(9, 9), kernel_size=3, padding=1)
     shutil.copytree(tuned_log, log)
     convtvm.tune(other, "x86", trials=4, log=log, trials_per_iter=4, seed=1, progress=lambda s: None)
-    wl_path = log / tuning.DB_FILES[0]
+    wl_path = log / DB_FILES[0]
     wl_lines = wl_path.read_text().splitlines()
     assert len(wl_lines) == 2
     wl_path.write_text(wl_lines[0] + "\n" + json.dumps([json.loads(wl_lines[1])[0], "AAAA"]) + "\n")
-    with pytest.warns(tuning.LogWarning, match=rf"{wl_path}:2: a workload MetaSchedule cannot read"):
+    with pytest.warns(LogWarning, match=rf"{wl_path}:2: a workload MetaSchedule cannot read"):
         assert convtvm.build(W, "x86", tuning_log=log).schedule == "tuned"
-    with pytest.warns(tuning.LogWarning):
+    with pytest.warns(LogWarning):
         assert convtvm.build(other, "x86", tuning_log=log).schedule == "fallback"
 
 
 def test_a_record_that_does_not_build_is_skipped(tuned_log, monkeypatch):
     calls = []
-    real = tuning._reproduces_torch
+    real = verify._reproduces_torch
 
     def first_fails(w, info, mod, record):
         calls.append(record)
@@ -146,19 +148,19 @@ def test_a_record_that_does_not_build_is_skipped(tuned_log, monkeypatch):
             raise RuntimeError("LLVM ERROR: cannot select\nmore detail")
         return real(w, info, mod, record)
 
-    monkeypatch.setattr(tuning, "_reproduces_torch", first_fails)
-    with pytest.warns(tuning.LogWarning, match=r"database_tuning_record\.json:\d+: a record of conv2d.* does not "
+    monkeypatch.setattr(verify, "_reproduces_torch", first_fails)
+    with pytest.warns(LogWarning, match=r"database_tuning_record\.json:\d+: a record of conv2d.* does not "
                                               r"build \(RuntimeError: LLVM ERROR: cannot select\); skipped"):
-        record, _ = tuning.best_record(W, resolve("x86"), tuned_log)
+        record, _ = verify.best_record(W, resolve("x86"), tuned_log)
     assert len(calls) == 2 and record is calls[1]
 
 
 def test_a_tuning_run_on_a_log_with_a_bad_line_goes_on_without_it(tuned_log, tmp_path):
     log = tmp_path / "x86"
     shutil.copytree(tuned_log, log)
-    lines = (log / tuning.DB_FILES[1]).read_text().splitlines()
+    lines = (log / DB_FILES[1]).read_text().splitlines()
     _corrupt(log, {3: lines[2][:50]})
-    with pytest.warns(tuning.LogWarning, match=":3: corrupt tuning record line"):
+    with pytest.warns(LogWarning, match=":3: corrupt tuning record line"):
         result = convtvm.tune(W, "x86", trials=4, log=log, trials_per_iter=4, seed=3, progress=lambda s: None)
     after = records(log)
     assert result["trials"] >= 1 and len(after) == len(lines) - 1 + result["trials"]
@@ -172,7 +174,7 @@ def test_a_tuning_log_must_be_a_folder(tmp_path):
     log.write_text("{}\n")
     for call in (lambda: convtvm.build(W, "x86", tuning_log=log),
                  lambda: convtvm.tune(W, "x86", trials=1, log=log),
-                 lambda: tuning.log_target(log)):
+                 lambda: TuningLog(log).target()):
         with pytest.raises(ValueError, match=r"tuning log .*log\.json must be a folder"):
             call()
 
@@ -190,15 +192,15 @@ def test_an_unknown_mcpu_is_refused(target):
 
 def test_prune_keeps_the_best(tuned_log, tmp_path):
     out = tmp_path / "pruned"
-    assert tuning.prune(tuned_log, keep=1, out=out) == 1
+    assert maintain.prune(tuned_log, keep=1, out=out) == 1
     m = convtvm.build(W, "x86", tuning_log=out)
     assert m.schedule == "tuned"
     best = min(sum(r[1][1]) / len(r[1][1]) for r in records(tuned_log))
     assert sum(records(out)[0][1][1]) / len(records(out)[0][1][1]) == best
     # only=True keeps the records of the workloads given, and none of any other task
     other = convtvm.workload("conv1d", in_channels=4, out_channels=4, input_size=(16,), kernel_size=3)
-    assert tuning.prune(tuned_log, out=tmp_path / "mine", workloads={"w": W}, only=True) == 1
-    assert tuning.prune(tuned_log, out=tmp_path / "other", workloads={"o": other}, only=True) == 0
+    assert maintain.prune(tuned_log, out=tmp_path / "mine", workloads={"w": W}, only=True) == 1
+    assert maintain.prune(tuned_log, out=tmp_path / "other", workloads={"o": other}, only=True) == 0
     assert json.loads((tmp_path / "mine" / "trials.json").read_text()) == {W.key: 8}
 
 
@@ -217,13 +219,13 @@ def test_prune_retime_keeps_the_fastest_when_timed_again(tuned_log, tmp_path):
     """--retime: the 3 best records are timed again here; the kept one carries its new median and is
     the fastest of them by that timing (so it may differ from the search's first)."""
     out = tmp_path / "pruned"
-    assert tuning.prune(tuned_log, keep=1, out=out, retime=3) == 1
+    assert maintain.prune(tuned_log, keep=1, out=out, retime=3) == 1
     kept = records(out)[0]
     by_search = sorted(records(tuned_log), key=lambda r: sum(r[1][1]) / len(r[1][1]))[:3]
     assert json.dumps(kept[1][0]) in {json.dumps(r[1][0]) for r in by_search}
     assert len(kept[1][1]) == 1 and kept[1][1][0] > 0
-    lines = (tuned_log / tuning.DB_FILES[0]).read_text().splitlines()
-    timed = {json.dumps(r[1][0]): tuning._kernel_timer(resolve("x86"), json.loads(lines[0]), r[1])
+    lines = (tuned_log / DB_FILES[0]).read_text().splitlines()
+    timed = {json.dumps(r[1][0]): measure.kernel_timer(resolve("x86"), json.loads(lines[0]), r[1])
              for r in by_search}
     assert all(t() > 0 for t in timed.values())
     assert convtvm.build(W, "x86", tuning_log=out).schedule == "tuned"
@@ -235,7 +237,7 @@ def test_sigint_loses_no_committed_record(tmp_path):
            "input_size=14,14", "kernel_size=3", "padding=1", "bias=True", "--trials", "200", "--trials-per-iter", "4",
            "--log", str(log)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    rec_file = log / tuning.DB_FILES[1]
+    rec_file = log / DB_FILES[1]
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if rec_file.exists() and len(rec_file.read_text().splitlines()) >= 8:
@@ -250,8 +252,8 @@ def test_sigint_loses_no_committed_record(tmp_path):
     final = records(log)
     assert final[:len(seen)] == seen and len(final) >= len(seen)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", tuning.LogWarning)  # every line still parses
-        tuning._parse_log(log)
+        warnings.simplefilter("error", LogWarning)  # every line still parses
+        TuningLog(log).parse()
     assert convtvm.build(W, "x86", tuning_log=log).schedule == "tuned"
 
 
@@ -262,21 +264,21 @@ def test_retarget_carries_checked_records_to_another_cpu(tuned_log, tmp_path, se
     mcpu = "skylake" if host.get("mcpu") == "haswell" else "haswell"  # both run on any AVX2 machine
     other = resolve({"kind": "llvm", "mcpu": mcpu, "num-cores": host["num-cores"]})
     out = tmp_path / other.tag
-    assert tuning.retarget(tuned_log, other, out, progress=lambda s: None) == 1
-    assert tuning.retarget(tuned_log, other, out, progress=lambda s: None) == 1
+    assert maintain.retarget(tuned_log, other, out, progress=lambda s: None) == 1
+    assert maintain.retarget(tuned_log, other, out, progress=lambda s: None) == 1
     (row,) = records(out)
-    assert row[1][2]["mcpu"] == mcpu and tuning.log_target(out) == other
-    fastest = min(records(tuned_log), key=tuning.row_secs)
+    assert row[1][2]["mcpu"] == mcpu and TuningLog(out).target() == other
+    fastest = min(records(tuned_log), key=lambda r: sum(r[1][1]) / len(r[1][1]))
     assert row[1][0] == fastest[1][0] and row[1][1] != fastest[1][1]  # the same trace, timed again
     m = convtvm.build(W, other, tuning_log=out)
     xs = W.random_inputs(seed=seed)
     assert m.schedule == "tuned" and rel_err(m(*xs), W.reference(*xs)) <= 1e-4
     with pytest.raises(ValueError, match="already holds records for"):
-        tuning.retarget(tuned_log, "x86", tmp_path / "same")
+        maintain.retarget(tuned_log, "x86", tmp_path / "same")
     with pytest.raises(ValueError, match="target is arm"):
-        tuning.retarget(tuned_log, "arm", tmp_path / "arm")
+        maintain.retarget(tuned_log, "arm", tmp_path / "arm")
     with pytest.raises(ValueError, match="has no target.json"):
-        tuning.retarget(tmp_path / "missing", "x86")
+        maintain.retarget(tmp_path / "missing", "x86")
     assert not (tmp_path / "same").exists() and not (tmp_path / "arm").exists()
 
 
@@ -285,8 +287,8 @@ def test_tuned_kernel_with_packed_weights(tmp_path, seed):
     depthwise and the pointwise weight): ``prepacked`` on weights packed once by ``weight_prepack``
     gives what ``main`` (which repacks on every call) gives, and what torch gives; export keeps it."""
     from convtvm import suites
-    w, log = suites.suite("extras")["DWS"], tuning.ROOT / "tuning_logs" / "x86-znver3"
-    m = convtvm.build(w, tuning.log_target(log), tuning_log=log)  # its own CPU's code runs on a newer one
+    w, log = suites.suite("extras")["DWS"], ROOT / "tuning_logs" / "x86-znver3"
+    m = convtvm.build(w, TuningLog(log).target(), tuning_log=log)  # its own CPU's code runs on a newer one
     assert m.schedule == "tuned" and m.packing is not None
     assert sorted(m.packing["weights"]) == w.weight_indices and len(m.packing["packed"]) == 2
     xs = w.random_inputs(seed=seed)
@@ -307,10 +309,10 @@ def test_record_verification_matches_nan_positions_and_the_rest():
     record is checked on the elements that are numbers, and must put NaN exactly where the reference does."""
     import numpy as np
     ref = np.array([1.0, np.nan, -2.0], dtype="float32")
-    assert tuning._close(ref + np.float32(1e-6) * np.array([1, 0, 1], dtype="float32"), ref)
-    assert not tuning._close(np.array([1.0, 0.0, -2.0], dtype="float32"), ref)  # NaN lost
-    assert not tuning._close(np.array([1.0, np.nan, -2.1], dtype="float32"), ref)  # a number off
-    assert not tuning._close(np.full(3, np.nan, dtype="float32"), np.full(3, np.nan, dtype="float32"))
+    assert verify._close(ref + np.float32(1e-6) * np.array([1, 0, 1], dtype="float32"), ref)
+    assert not verify._close(np.array([1.0, 0.0, -2.0], dtype="float32"), ref)  # NaN lost
+    assert not verify._close(np.array([1.0, np.nan, -2.1], dtype="float32"), ref)  # a number off
+    assert not verify._close(np.full(3, np.nan, dtype="float32"), np.full(3, np.nan, dtype="float32"))
 
 
 def test_each_measured_batch_is_in_the_log_before_the_next_is_measured(tmp_path):
@@ -322,7 +324,7 @@ def test_each_measured_batch_is_in_the_log_before_the_next_is_measured(tmp_path)
 
     def progress(message):
         if "candidates (" in message:  # the runner has just measured a batch
-            in_log.append(len(records(log)) if (log / tuning.DB_FILES[1]).exists() else 0)
+            in_log.append(len(records(log)) if (log / DB_FILES[1]).exists() else 0)
 
     result = convtvm.tune([W, small], "x86", trials=16, log=log, trials_per_iter=8, seed=2, progress=progress)
     assert result["trials"] == 16 and [t.trials for t in result["tasks"]] == [8, 8]
@@ -338,14 +340,14 @@ def test_a_faster_record_with_a_wrong_result_is_passed_over(tmp_path, seed):
     from convtvm.suites import suite
     log = tmp_path / "x86"
     shutil.copytree(Path(__file__).parent / "data" / "ssc_wrong_record", log)
-    info, w = tuning.log_target(log), suite("all")["SSC"]  # the CPU it was measured on
+    info, w = TuningLog(log).target(), suite("all")["SSC"]  # the CPU it was measured on
     rows = records(log)
-    mod = tuning.tuned_ir_module(w, info)
-    workload = ms.database.Workload.from_json(json.loads((log / tuning.DB_FILES[0]).read_text()))
+    mod = verify.tuned_ir_module(w, info)
+    workload = ms.database.Workload.from_json(json.loads((log / DB_FILES[0]).read_text()))
     wrong, right = (ms.database.TuningRecord.from_json(r, workload) for _, r in rows)
     assert sum(rows[0][1][1]) / 3 < rows[1][1][1][0]  # the wrong one is the faster
-    assert not tuning._reproduces_torch(w, info, mod, wrong)
-    record, _ = tuning.best_record(w, info, log)
+    assert not verify._reproduces_torch(w, info, mod, wrong)
+    record, _ = verify.best_record(w, info, log)
     assert str(record.trace) == str(right.trace)
     m = convtvm.build(w, info, tuning_log=log)
     xs = w.random_inputs(seed=seed)
@@ -354,7 +356,7 @@ def test_a_faster_record_with_a_wrong_result_is_passed_over(tmp_path, seed):
 
 def test_register_tiles_follow_the_vector_width():
     """AVX2 (8 fp32 lanes, 16 registers) and AVX-512 (16 lanes, 32 registers) get their own tiles."""
-    from convtvm import retile
+    from convtvm.tuning import retile
     avx2 = resolve({"kind": "llvm", "mcpu": "haswell"}).target
     avx512 = resolve({"kind": "llvm", "mcpu": "znver5"}).target
     assert retile.register_tiles(avx2) == ((2, 4, 6, 7, 8), (8, 16))
@@ -369,32 +371,32 @@ def test_register_tile_sweep_adds_only_faster_checked_records(tmp_path):
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    from convtvm import retile
+    from convtvm.tuning import retile
     info = resolve("x86")
     log = tmp_path / "log"  # channels-last, as in a network: the vectorised axis is the 16 channels
     w = convtvm.workload("conv2d", in_channels=8, out_channels=16, input_size=(10, 10), kernel_size=3, padding=1,
                          layout="NHWC")
     convtvm.tune(w, "x86", trials=8, log=log, trials_per_iter=8, seed=1, progress=lambda s: None)
-    mod = tuning.tuned_ir_module(w, info)
+    mod = verify.tuned_ir_module(w, info)
     with pytest.raises(ValueError, match="keep=0"):
         retile.sweep(log, mod, keep=0)
-    other = tuning.tuned_ir_module(convtvm.workload("conv2d", in_channels=4, out_channels=4, input_size=(6, 6),
+    other = verify.tuned_ir_module(convtvm.workload("conv2d", in_channels=4, out_channels=4, input_size=(6, 6),
                                                     kernel_size=1), info)
     with pytest.raises(ValueError, match="no record for"):
         retile.sweep(log, other)
 
-    line = next(iter(tuning.workload_lines_of(log, [mod])))
+    line = next(iter(TuningLog(log).workload_lines_of([mod])))
     mine = [rec for wl, rec in records(log) if wl == line]
     best = min(mine, key=lambda rec: sum(rec[1]) / len(rec[1]))
-    wl_json = json.loads((log / tuning.DB_FILES[0]).read_text().splitlines()[line])
+    wl_json = json.loads((log / DB_FILES[0]).read_text().splitlines()[line])
     record = ms.database.TuningRecord.from_json(best, ms.database.Workload.from_json(wl_json))
     labels = retile.candidate_decisions(record.trace, rows=(2, 4), lanes=(8,))
     assert labels and all("x8 on axis" in k for k in labels)
     label, decisions = next(iter(labels.items()))
     for inst, d in decisions.items():  # a perfect tiling of the same loop, register tile innermost
         assert math.prod(d) == math.prod(int(v) for v in record.trace.decisions[inst])
-    with tuning._skip_tensor_intrinsics(info):
-        postprocs = tuning.make_context(mod, info, "w").space_generator.postprocs
+    with measure.skip_tensor_intrinsics(info):
+        postprocs = measure.make_context(mod, info, "w").space_generator.postprocs
     sch = retile.replay(mod, record.trace, decisions, postprocs)
     assert sch is not None
     rng = np.random.default_rng(3)
@@ -415,4 +417,4 @@ def test_register_tile_sweep_adds_only_faster_checked_records(tmp_path):
     assert records(log)[:len(before)] == before and len(added) <= 2
     for wl, rec in added:
         assert wl == line and rec[0] != best[0] and rec[1][0] < sum(best[1]) / len(best[1])
-        assert tuning._matches_unscheduled(info, wl_json, rec)
+        assert verify._matches_unscheduled(info, wl_json, rec)

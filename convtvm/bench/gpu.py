@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 
-from .. import records
+from ..records import defaults
 from ..metrics import rel_err
 from ..module import build
 from ..targets import resolve
@@ -57,7 +57,7 @@ def bench_ops_cuda(workloads: dict, target="cuda", log=None, rounds: int = 15, p
              "cuda_torch": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "driver": _driver()}
     peak = next((v for k, v in PEAK_FP32.items() if k in torch.cuda.get_device_name(0)), None)
     result = results.envelope(info, 1, results=rows, peak=peak, machine_extra=extra,
-                              tuning_curves=tuning_curves(log or records.shipped_log(info), workloads))
+                              tuning_curves=tuning_curves(log or defaults.shipped_log(info), workloads))
     result["timed_as"] = TIMED_AS
     return result
 

@@ -7,12 +7,10 @@ as markdown.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
-from .. import records
+from ..records import defaults
+from ..records.log import TuningLog
 from ..metrics import rel_err
 from ..module import build
 from ..reference import torch_fn
@@ -52,7 +50,7 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
     for name, w in workloads.items():
         rows.append(_bench_one(w, name, info, log, rounds, handicapped_torch))
         progress(_row_text(rows[-1]))
-    log_dir = log or records.shipped_log(info)
+    log_dir = log or defaults.shipped_log(info)
     return results.envelope(info, threads, results=rows, torch_call_floor_ms=torch_call_floor_ms(rounds),
                             tuning_curves=tuning_curves(log_dir, workloads))
 
@@ -124,18 +122,12 @@ def torch_call_floor_ms(rounds: int = 15) -> float:
 
 def _record_trials(log, w) -> int | None:
     """Trials measured for this workload, as the log's trials.json records them (None if it does not)."""
-    meta = Path(log) / "trials.json" if log else None
-    if meta and meta.exists():
-        return json.loads(meta.read_text()).get(w.key)
-    return None
+    return TuningLog(log).trials().get(w.key) if log else None
 
 
 def tuning_curves(log, workloads) -> list:
-    """The log's curves.json entries for ``workloads``: ``[{"name", "points": [[trials, best_ms], ...]}]``."""
-    meta = Path(log) / "curves.json" if log else None
-    if not meta or not meta.exists():
-        return []
-    curves = json.loads(meta.read_text())
+    """The log's curves for ``workloads``: ``[{"name", "points": [[trials, best_ms], ...]}]``."""
+    curves = TuningLog(log).curves() if log else {}
     return [{"name": name, "points": curves[w.key]} for name, w in workloads.items() if w.key in curves]
 
 

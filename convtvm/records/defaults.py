@@ -12,7 +12,7 @@ looks for a record of its workload, in this order:
    workload's compile and check on its first build, never a whole log's carry-over.
 
 A record is applied only when its kernel reproduces PyTorch's result on this machine (see
-``tuning.best_record``); otherwise the build falls back to the target's untuned schedule.
+``verify.best_record``); otherwise the build falls back to the target's untuned schedule.
 """
 
 from __future__ import annotations
@@ -23,22 +23,24 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifact, tuning
-from .targets import SHIPPED_LOGS as SHIPPED
-from .targets import TargetInfo
-from .variants import Workload
+from ..targets import SHIPPED_LOGS as SHIPPED
+from ..targets import TargetInfo
+from ..variants import Workload
+from . import verify
+from .log import TuningLog, target_key
 
-CARRIED = "carried.json"  # in a user's log: workload key -> the shipped log its record was carried from
 _told: set = set()  # target tags whose record source this process has announced
 
 
 def user_log(info: TargetInfo) -> Path:
-    return tuning.default_log(info)
+    """The user's log of ``info``'s target (``TuningLog.default``)."""
+    return TuningLog.default(info).path
 
 
 def shipped_log(info: TargetInfo) -> Path | None:
+    """The shipped log of ``info``'s target, or None when none is shipped."""
     log = SHIPPED / info.tag
-    return log if (log / "target.json").is_file() else None
+    return log if TuningLog(log).has_target() else None
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,10 @@ def default_schedule(w: Workload, info: TargetInfo) -> Schedule:
     """The record a build of ``w`` for ``info`` applies when no log is named (see the module doc)."""
     mine = user_log(info)
     for log in (mine, shipped_log(info)):
-        if log is not None and (log / "target.json").is_file():
-            mod = tuning.best_schedule(w, info, log)
+        if log is not None and TuningLog(log).has_target():
+            mod = verify.best_schedule(w, info, log)
             if mod is not None:
-                donor = _carried(log).get(w.key) if log == mine else None
+                donor = TuningLog(log).carried().get(w.key) if log == mine else None
                 return Schedule(mod, "carried over" if donor else "tuned", str(SHIPPED / donor if donor else log))
     if info.kind == "x86" and not info.is_remote and shipped_log(info) is None:
         for donor in donor_logs(info):
@@ -74,17 +76,10 @@ def network_logs(info: TargetInfo) -> list[tuple[Path, bool]]:
     log is shipped for this CPU) the nearest shipped log, whose records the network compile replays for
     this CPU and then checks, by running the network, against torch."""
     logs = [(log, False) for log in (user_log(info), shipped_log(info))
-            if log is not None and (log / tuning.DB_FILES[1]).is_file()]
+            if log is not None and TuningLog(log).record_file.is_file()]
     if info.kind == "x86" and not info.is_remote and shipped_log(info) is None:
         logs += [(donor, True) for donor in donor_logs(info)[:1]]
     return logs
-
-
-def _carried(log: Path) -> dict:
-    try:
-        return json.loads((log / CARRIED).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def isa(info: TargetInfo) -> tuple[bool, bool]:
@@ -100,9 +95,9 @@ def donor_logs(info: TargetInfo) -> list[Path]:
     mine = isa(info)
     logs = []
     for log in sorted(SHIPPED.glob(f"{info.kind}-*")):
-        if not (log / "target.json").is_file() or log.name == info.tag:
+        if not TuningLog(log).has_target() or log.name == info.tag:
             continue
-        theirs = isa(tuning.log_target(log))
+        theirs = isa(TuningLog(log).target())
         logs.append(((theirs != mine) + (theirs[0] != mine[0]), log))
     return [log for _, log in sorted(logs, key=lambda t: t[0])]
 
@@ -118,14 +113,14 @@ def carry_over(w: Workload, info: TargetInfo, donor: Path):
     _announce(info, donor)
     secs = _time_here(w, info, mod, record)
     _keep(w, info, mod, record, secs, donor)
-    return tuning.scheduled(mod, record)
+    return verify.scheduled(mod, record)
 
 
 def _passes_here(w: Workload, info: TargetInfo, mod, record) -> bool:
     """The record replays, builds for ``info`` and reproduces torch here (a donor's trace may not build
     for this CPU: then it is passed over, as a wrong one is)."""
     try:
-        return tuning._reproduces_torch(w, info, mod, record)
+        return verify._reproduces_torch(w, info, mod, record)
     except Exception:  # noqa: BLE001 - a trace that does not build here: not carried over
         return False
 
@@ -133,14 +128,14 @@ def _passes_here(w: Workload, info: TargetInfo, mod, record) -> bool:
 def _donor_records(w: Workload, info: TargetInfo, donor: Path):
     """(the records of ``w`` that ``donor`` measured on its own CPU, fastest first; ``w``'s tuning
     IRModule). None is run here for the donor's CPU: its code may use instructions this CPU lacks."""
-    donor_key = tuning._target_key(json.loads(tuning.log_target(donor).target_json))
-    mod = tuning.tuned_ir_module(w, info)
+    donor_key = target_key(json.loads(TuningLog(donor).target().target_json))
+    mod = verify.tuned_ir_module(w, info)
     with tempfile.TemporaryDirectory(prefix="convtvm_donor_") as tmp:
-        db, _ = tuning.open_log(donor, tmp)  # a bad line is skipped with a warning naming it
+        db, _ = TuningLog(donor).open(tmp)  # a bad line is skipped with a warning naming it
         if not db.has_workload(mod):
             return [], mod
         records = [r for r in db.get_top_k(db.commit_workload(mod), 1 << 30)
-                   if tuning._target_key(r.target.export()) == donor_key and r.run_secs]
+                   if target_key(r.target.export()) == donor_key and r.run_secs]
     return records, mod
 
 
@@ -149,7 +144,7 @@ def _time_here(w: Workload, info: TargetInfo, mod, record) -> float:
     for tuning here, not a benchmark)."""
     import tvm
     with info.target:
-        lib = tvm.compile(tuning.scheduled(mod, record), target=info.target)
+        lib = tvm.compile(verify.scheduled(mod, record), target=info.target)
     args = [tvm.runtime.tensor(a) for a in w.random_inputs(seed=3)] + [tvm.runtime.empty(w.output_shape, w.dtype)]
     timer = getattr(lib, "mod", lib).time_evaluator("main", tvm.cpu(), number=3, repeat=3)
     return min(timer(*args).results)
@@ -158,15 +153,14 @@ def _time_here(w: Workload, info: TargetInfo, mod, record) -> float:
 def _keep(w: Workload, info: TargetInfo, mod, record, secs: float, donor: Path) -> None:
     """Add the carried record to the user's log, as one measured on ``info``, atomically."""
     from tvm.s_tir import meta_schedule as ms
-    log = user_log(info)
-    log.mkdir(parents=True, exist_ok=True)
+    log = TuningLog.default(info)
+    log.path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="convtvm_carry_") as tmp:
-        work = Path(tmp)
-        db, _ = tuning.open_log(log, work)
+        db, _ = log.open(tmp)
         db.commit_tuning_record(ms.database.TuningRecord(record.trace, db.commit_workload(mod), [secs],
                                                          info.target, record.args_info))
-        tuning._sync(work, log, info)
-    artifact.write_json_atomic(log / CARRIED, {**_carried(log), w.key: donor.name})
+        log.sync_from(tmp, info)
+    log.record_carried(w.key, donor.name)
 
 
 def _announce(info: TargetInfo, donor: Path) -> None:

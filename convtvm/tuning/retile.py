@@ -2,26 +2,24 @@
 
 MetaSchedule's evolutionary search mutates one random tile decision at a time and trusts its cost
 model to rank the results, so a record can keep a poor register tile that a small, exhaustive search
-would fix. (EfficientNetV2-S's stage-2 Winograd kernel kept a 2x8 tile, 2 accumulators, for its
-36 batched GEMMs; a 4x16 tile with the whole reduction inside, 8 accumulators, ran it 18% faster
-alone and 14% faster in the network.) For every multi-level-tiled block (``meta_schedule.tiling_structure``, SSRSRS) of the
+would fix. For every multi-level-tiled block (``meta_schedule.tiling_structure``, SSRSRS) of the
 record's trace, the sweep sets the innermost tile to ``rows`` x ``lanes`` (rows on one spatial
 axis, lanes on the last, vectorised one), the tiles between it and the reduction to 1, and the
 reduction whole or as it was; it replays the trace with those decisions, runs the target's
 postprocessors again, times every candidate alone, interleaved with the record itself, and adds
 the fastest few that beat it to the log, each checked against the unscheduled TIR. Their run times
 are the record's, scaled by the ratio measured here, so they rank against the log's other records.
-The in-network choice (``graph.pick_in_network``) then decides between them in the network.
+The in-network choice (``tuning.network.pick_in_network``) then decides between them in the network.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import tempfile
-from pathlib import Path
 
+from ..records.log import Record, TuningLog
+from ..records.verify import _matches_unscheduled
+from .measure import kernel_timer, make_context, skip_tensor_intrinsics
 
 SPATIAL, REDUCTION = 4, 2  # SamplePerfectTile's n for the S and R loops of SSRSRS
 
@@ -120,31 +118,27 @@ def sweep(log, mod, *, name: str = "task", keep: int = 2, rounds: int = 7, rows=
     [(label, ms alone)] of the record and the candidates, fastest first."""
     from tvm.s_tir import meta_schedule as ms
 
-    from . import tuning
-    from .bench import time_interleaved
-    log = Path(log)
-    info = tuning.log_target(log)
+    from ..timing import time_interleaved
+    log = TuningLog(log)
+    info = log.target()
     if info.is_remote or info.kind == "cuda":
         raise ValueError(f"the sweep times kernels on this machine's CPU; {log} is for {info.kind}")
     if int(keep) < 1 or int(rounds) < 1:
         raise ValueError(f"keep={keep} and rounds={rounds} must be positive")
     default_rows, default_lanes = register_tiles(info.target)
     rows, lanes = rows or default_rows, lanes or default_lanes
-    line = next(iter(tuning.workload_lines_of(log, [mod])), None)
+    line = next(iter(log.workload_lines_of([mod])), None)
     if line is None:
         raise ValueError(f"{log} has no record for {name}: tune it first")
-    with open(log / tuning.DB_FILES[0]) as f:
-        wl_json = [json.loads(x) for x in f if x.strip()][line]
-    base_row = min((r for r in tuning._rows(log) if r[0] == line), key=tuning.row_secs)
+    wl_json = log.workloads()[line]
+    base = min((r for r in log.records() if r.workload == line), key=lambda r: r.mean_secs)
     with tempfile.TemporaryDirectory(prefix="convtvm_retile_") as tmp:
         # the candidates are serialised by a scratch database (a trace with an IndexMap, from
         # RewriteLayout, has no Python JSON form)
-        (Path(tmp) / tuning.DB_FILES[1]).write_text("")
-        shutil.copyfile(log / tuning.DB_FILES[0], Path(tmp) / tuning.DB_FILES[0])
-        db = tuning._open_db(Path(tmp))
-        record = ms.database.TuningRecord.from_json(base_row[1], ms.database.Workload.from_json(wl_json))
-        with tuning._skip_tensor_intrinsics(info):
-            postprocs = tuning.make_context(mod, info, name).space_generator.postprocs
+        db = log.scratch_db(tmp)
+        record = ms.database.TuningRecord.from_json(base.body, ms.database.Workload.from_json(wl_json))
+        with skip_tensor_intrinsics(info):
+            postprocs = make_context(mod, info, name).space_generator.postprocs
         labels = []
         for label, decisions in candidate_decisions(record.trace, rows, lanes).items():
             sch = replay(mod, record.trace, decisions, postprocs)
@@ -152,24 +146,24 @@ def sweep(log, mod, *, name: str = "task", keep: int = 2, rounds: int = 7, rows=
                 db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(mod), record.run_secs,
                                                                  info.target, record.args_info))
                 labels.append(label)
-        recs = {"record": base_row[1], **{k: r[1] for k, r in zip(labels, tuning._rows(Path(tmp)))}}
+        recs = {"record": base.body, **{k: r.body for k, r in zip(labels, TuningLog(tmp).records())}}
     progress(f"{name}: {len(recs) - 1} register tiles around its record, timed {rounds} times each")
-    timed = time_interleaved({k: tuning._kernel_timer(info, wl_json, r) for k, r in recs.items()}, rounds)
-    base = timed["record"]
+    timed = time_interleaved({k: kernel_timer(info, wl_json, r) for k, r in recs.items()}, rounds)
+    base_ms = timed["record"]
     ranked = sorted(timed.items(), key=lambda kv: kv[1])
     for label, t in ranked[:keep + 3]:
         progress(f"  {t:8.3f} ms  {label}")
-    better = [label for label, t in ranked if t < base][:keep]
-    secs = tuning.row_secs(base_row)
+    better = [label for label, t in ranked if t < base_ms][:keep]
+    secs = base.mean_secs
     rows_new = []
     for label in better:
-        if not tuning._matches_unscheduled(info, wl_json, recs[label]):
+        if not _matches_unscheduled(info, wl_json, recs[label]):
             progress(f"  {label}: differs from the unscheduled TIR, left out")
             continue
         rec = list(recs[label])
-        rec[1] = [round(secs * timed[label] / base, 9)]
+        rec[1] = [round(secs * timed[label] / base_ms, 9)]
         rows_new.append(rec)
     if rows_new:
-        tuning.write_rows(log, tuning._rows(log) + [[line, rec] for rec in rows_new])
-    progress(f"{name}: {len(rows_new)} records added (fastest alone: {ranked[0][1]:.3f} ms, record {base:.3f} ms)")
+        log.write_records(log.records() + [Record(line, rec) for rec in rows_new])
+    progress(f"{name}: {len(rows_new)} records added (fastest alone: {ranked[0][1]:.3f} ms, record {base_ms:.3f} ms)")
     return ranked

@@ -1,0 +1,207 @@
+"""Measuring candidates: MetaSchedule's builders and runners for a target, the in-process ones, the
+search space (schedule rules, TuneContext) and one record's kernel timed on its own.
+
+By default an x86 search compiles and times candidates in this process (``InProcessBuilder`` /
+``InProcessRunner``): no worker start-up, no tar/link/load of a shared object per candidate.
+``isolated=True`` uses MetaSchedule's process pools (``LocalBuilder``/``LocalRunner``) with an
+initializer that pays the slow imports once per worker, for kernels that might crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+import re
+import sys
+import time
+import types
+
+from ..records.verify import scheduled
+from ..targets import TargetInfo
+
+_ARTIFACTS: dict[str, object] = {}
+MEASURED: set = set()  # kernel_key of the candidates in the log or measured in this run
+ALREADY_MEASURED = "already measured: skipped"
+# where in-process tuning time goes; on_measured reports batches before MetaSchedule joins them
+STATS = {"build_s": 0.0, "run_s": 0.0, "measured": 0, "on_measured": lambda n: None}
+_COUNTER = itertools.count()
+
+
+def make_builder_runner(info: TargetInfo, isolated: bool):
+    """(builder, runner) that measure candidates for ``info``: in process on a local x86 CPU unless
+    ``isolated``; MetaSchedule's process pools for CUDA or ``isolated``; the ARM device's RPC runner."""
+    from tvm.s_tir import meta_schedule as ms
+    measure = info.config["tuning"]["measure"]
+    evaluator = ms.runner.EvaluatorConfig(number=measure["number"], repeat=measure["repeat"],
+                                          min_repeat_ms=measure["min_repeat_ms"], enable_cpu_cache_flush=False)
+    if info.kind == "arm":
+        from ..arm import device
+        from ..devices import ARM_REMOTE
+        return device.make_local_builder(timeout_sec=180), device.make_rpc_runner(**ARM_REMOTE)
+    if isolated or info.kind == "cuda":
+        builder = ms.builder.LocalBuilder(max_workers=os.cpu_count(), timeout_sec=120, initializer=_warm_worker)
+        runner = ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60, initializer=_warm_worker)
+        return builder, runner
+    return InProcessBuilder(info.target), InProcessRunner(evaluator)
+
+
+def _warm_worker() -> None:
+    """Worker initializer: pay the slow imports once per worker, outside any build timeout."""
+    import tvm.s_tir.tensor_intrin  # noqa: F401
+
+
+def _in_process_classes():
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.runner import PyRunner
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
+
+    @derived_object
+    class _Builder(PyBuilder):
+        def __init__(self, target):
+            super().__init__()
+            self.target = target
+
+        def build(self, build_inputs):
+            import tvm
+            from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+            t0 = time.time()
+            results = []
+            for inp in build_inputs:
+                key = kernel_key(inp.mod)
+                if key in MEASURED:  # resumed runs never measure a candidate twice
+                    results.append(BuilderResult(None, ALREADY_MEASURED))
+                    continue
+                MEASURED.add(key)
+                try:
+                    # as MetaSchedule's default_build: time the kernel on pre-packed weights
+                    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(inp.mod)
+                    lib = tvm.compile(mod, target=self.target)
+                    key = f"inproc:{next(_COUNTER)}"
+                    _ARTIFACTS[key] = lib
+                    results.append(BuilderResult(key, None))
+                except Exception as e:  # noqa: BLE001 - reported to MetaSchedule as a build error
+                    results.append(BuilderResult(None, f"build error: {e}"))
+            STATS["build_s"] += time.time() - t0
+            return results
+
+    @derived_object
+    class _Runner(PyRunner):
+        def __init__(self, evaluator):
+            super().__init__()
+            self.evaluator = evaluator
+
+        def run(self, runner_inputs):
+            import tvm
+            from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common, run_evaluator_common
+            dev = tvm.cpu()
+            fill = tvm.get_global_func("tvm.contrib.random.random_fill", True)
+            futures = []
+            t0 = time.time()
+            for inp in runner_inputs:
+                lib = _ARTIFACTS.pop(inp.artifact_path, None)
+                try:
+                    args = alloc_argument_common(fill or (lambda a: None), dev, [a.as_json() for a in inp.args_info], 1)
+                    mod = lib.mod if hasattr(lib, "mod") else lib
+                    costs = run_evaluator_common(mod, dev, self.evaluator, args)
+                    futures.append(LocalRunnerFuture(res=costs))
+                except Exception as e:  # noqa: BLE001 - reported as a run error
+                    futures.append(LocalRunnerFuture(error_message=f"run error: {e}"))
+            STATS["run_s"] += time.time() - t0
+            STATS["measured"] += len(runner_inputs)
+            STATS["on_measured"](len(runner_inputs))
+            return futures
+
+    return _Builder, _Runner
+
+
+def InProcessBuilder(target):  # noqa: N802 - a class factory (MetaSchedule objects need a live FFI)
+    return _in_process_classes()[0](target)
+
+
+def InProcessRunner(evaluator):  # noqa: N802
+    return _in_process_classes()[1](evaluator)
+
+
+def _rules(cfg: dict):
+    """The schedule rules of a target's tuning config (its ``rules`` section)."""
+    from tvm.s_tir import meta_schedule as ms
+    r = cfg["rules"]
+    mlt = dict(r["multi_level_tiling"])
+    if "reuse_write" in mlt:
+        mlt["reuse_write"] = ms.schedule_rule.ReuseType(**mlt["reuse_write"])
+    return [ms.schedule_rule.ApplyCustomRule(),  # blocks annotated "schedule_rule": Winograd's transforms
+            ms.schedule_rule.AutoInline(**r["auto_inline"]),
+            ms.schedule_rule.AddRFactor(**r["add_rfactor"]),
+            ms.schedule_rule.MultiLevelTiling(**mlt),
+            ms.schedule_rule.ParallelizeVectorizeUnroll(**r["parallel_vectorize_unroll"]),
+            ms.schedule_rule.RandomComputeLocation()]
+
+
+# tensor intrinsics each CPU search space may ask for: TVM's defaults for a CPU with AVX-512 VNNI
+# (Zen 4/5, Intel since Cascade Lake) build an int8 dot-product rule, its ARM ones check NEON dot products
+_INTRINSICS = {"x86": ("x86",), "arm": ("arm_cpu",)}
+
+
+@contextlib.contextmanager
+def skip_tensor_intrinsics(info: TargetInfo):
+    """TuneContext imports every tensor intrinsic of every target (CUDA, ROCm, Hexagon, ...):
+    ~50 s on a 2-core machine. While the contexts are built, a stand-in package loads only the
+    intrinsics this target's search space can use."""
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules or info.kind not in _INTRINSICS:
+        yield
+        return
+    import importlib.util
+    stub = types.ModuleType(name)
+    stub.__path__ = [os.path.dirname(importlib.util.find_spec(name).origin)]
+    sys.modules[name] = stub
+    try:
+        for sub in _INTRINSICS[info.kind]:
+            importlib.import_module(f"{name}.{sub}")
+        yield
+    finally:
+        del sys.modules[name]
+
+
+def make_context(mod, info: TargetInfo, name: str, seed: int | None = None):
+    """A TuneContext for one IRModule with the target's search space from schedules/."""
+    from tvm.s_tir import meta_schedule as ms
+    cfg = info.config["tuning"]
+    rules = _rules(cfg) if "rules" in cfg else "from-target"
+    space = ms.space_generator.PostOrderApply(sch_rules=rules, postprocs="from-target",
+                                              mutator_probs="from-target")
+    return ms.TuneContext(mod=mod, target=info.target, space_generator=space,
+                          search_strategy=ms.search_strategy.EvolutionarySearch(**cfg["search"]),
+                          task_name=name, rand_state=-1 if seed is None else seed,
+                          num_threads=os.cpu_count()).clone()
+
+
+def kernel_key(mod) -> str:
+    """Identity of a scheduled candidate. Its printed TIR, with booleans spelled as integers: a
+    trace read back from a log replays annotations such as layout_rewrite_preproc as 1, not True."""
+    return hashlib.sha1(re.sub(r"\bTrue\b", "1", mod.script()).encode()).hexdigest()
+
+
+def kernel_timer(info: TargetInfo, wl_json, rec_json):
+    """A zero-arg callable: seconds per call of one record's kernel (its workload line and record body,
+    as JSON), measured as MetaSchedule measures it (weight-layout rewrite removed: the weights come
+    pre-packed), on random inputs, on this machine's CPU."""
+    import numpy as np
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+    workload = ms.database.Workload.from_json(wl_json)
+    record = ms.database.TuningRecord.from_json(rec_json, workload)
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(scheduled(workload.mod, record))
+    with info.target:
+        lib = tvm.compile(mod, target=info.target)
+    lib = getattr(lib, "mod", lib)  # the runtime module of an Executable
+    rng = np.random.default_rng(0)
+    args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in a.shape]).astype(str(a.dtype)))
+            for a in ms.arg_info.ArgInfo.from_prim_func(mod["main"])]
+    first = lib.time_evaluator("main", tvm.cpu(), number=1, repeat=3)(*args).results
+    f = lib.time_evaluator("main", tvm.cpu(), number=max(1, min(100, int(0.02 / max(min(first), 1e-7)))), repeat=1)
+    return lambda: f(*args).mean
