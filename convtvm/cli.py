@@ -134,7 +134,7 @@ def cmd_tune(args) -> int:
     from . import tune
     info = _target(args)
     if args.model:
-        from .graph import tune_model
+        from .tuning.network import tune_model
         tune_model(args.model, args.input_size, info, args.trials, args.log, trials_per_iter=args.trials_per_iter,
                    exit_on_sigint=True, heaviest=args.tasks, untuned=args.untuned, names=args.task)
         return 0
@@ -171,7 +171,7 @@ def cmd_bench(args) -> int:
     from . import bench
     info = _target(args)
     if args.model:
-        from .graph import bench_model
+        from .bench.network import bench_model
         result = bench_model(args.model, args.input_size, info, args.log, rounds=args.rounds)
     else:
         result = bench.bench_ops(_workloads(args), info, log=args.log, rounds=args.rounds)
@@ -205,14 +205,15 @@ def cmd_prune(args) -> int:
     ws = suites.suite(args.suite) if args.suite else None
     keep = max(args.keep, args.in_network or 0)  # candidates for the in-network choice
     if args.model:
-        from .graph import model_and_input
+        from .tuning.network import model_and_input
         model, x = model_and_input(args.model, args.input_size)
     with tempfile.TemporaryDirectory(prefix="convtvm_prune_") as tmp:
         incumbent = None  # the records in use before a merge: rank 0 of the in-network choice
         if args.in_network and args.into and Path(args.into, DB_FILES[1]).exists():
             incumbent = shutil.copytree(args.into, Path(tmp) / "incumbent")
         if args.model and args.into:  # the model's records alone, and its trial count beside them
-            from .graph import extract_tasks, import_torch, lower, merge_task_records, model_trials_key
+            from .network import import_torch, lower
+            from .tuning.network import extract_tasks, merge_task_records, model_trials_key
             info = log_target(args.log)
             tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
             n, trials = merge_task_records(args.log, args.into, tasks, model_trials_key(args.model, args.input_size),
@@ -227,7 +228,7 @@ def cmd_prune(args) -> int:
             merge(pruned, args.into)
             print(f"kept {n} records, merged into {args.into}")
         if args.in_network:
-            from .graph import pick_in_network
+            from .tuning.network import pick_in_network
             result = Path(args.into or args.output or args.log)
             pick_in_network(model, [x], log_target(result), result, candidates=args.in_network, incumbent=incumbent)
             print(f"{args.model}'s tasks keep the record that ran fastest in the network, in {result}")
@@ -235,7 +236,8 @@ def cmd_prune(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .graph import _recorded_trials, extract_tasks, import_torch, lower, model_and_input, model_trials_key
+    from .network import import_torch, lower
+    from .tuning.network import extract_tasks, model_and_input, model_trials_key, recorded_trials
     from .retile import sweep
     from .tuning import log_target, record_trials
     if args.tasks < 1:
@@ -248,7 +250,7 @@ def cmd_sweep(args) -> int:
     for t in tasks[:args.tasks]:  # heaviest first: calls x FLOPs
         timed += len(sweep(log, t.mod, name=t.name, keep=args.keep, rounds=args.rounds)) - 1
     key = model_trials_key(args.model, args.input_size)
-    trials = (_recorded_trials(log, key) or 0) + timed  # each candidate timed is a trial
+    trials = (recorded_trials(log, key) or 0) + timed  # each candidate timed is a trial
     record_trials(log, {key: trials})
     print(f"{timed} candidates timed; {key}: {trials} trials")
     return 0
