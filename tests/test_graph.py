@@ -253,7 +253,8 @@ def test_tuned_records_are_applied(small_net, tmp_path):
     assert all(legalize.PREFIX in t.name for t in tasks) and len(tasks) == 10
     assert tasks[0].name.startswith("fused_convtvm_conv2d") and tasks[0].flops > 1e6  # the 7x7 stem
     log = tmp_path / "log"
-    result = model_tuning.tune_tasks(tasks[:1], info, trials=8, log=log, trials_per_iter=8, seed=0, progress=lambda s: None)
+    result = model_tuning.tune_tasks(tasks[:1], info, trials=8, log=log, trials_per_iter=8, seed=0,
+                                     progress=lambda s: None)
     assert result["trials"] == 8 and (log / "target.json").exists()
     assert model_tuning.log_trials(tasks, info, log) >= 1
     # ship it: prune (the kept record re-checked against the unscheduled TIR) and merge into another log

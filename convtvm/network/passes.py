@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -150,7 +151,8 @@ def fold_input_scales(mod, lowered: Counter, workloads: list, errors: list, wino
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    conv_ops, multiply = [tvm.ir.Op.get(op) for op in CONV_OPS if "transpose" not in op], tvm.ir.Op.get("relax.multiply")
+    conv_ops = [tvm.ir.Op.get(op) for op in CONV_OPS if "transpose" not in op]
+    multiply = tvm.ir.Op.get("relax.multiply")
     uses = Counter()
     for func in mod.functions.values():
         if isinstance(func, relax.Function):
