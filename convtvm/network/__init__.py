@@ -13,8 +13,7 @@ The pipeline, one module per stage:
 - ``compile``: ``compile_model`` and ``load_model``;
 - ``runtime``: ``Model`` (call, profile, export) and ``profile_table``.
 
-This package depends on neither ``convtvm.tuning`` nor ``convtvm.bench``; model tuning lives in
-``convtvm.tuning.network``, ``bench_model`` in ``convtvm.bench.network``.
+Model tuning lives in ``convtvm.tuning.network``, ``bench_model`` in ``convtvm.bench.network``.
 """
 
 from .compile import compile_model, load_model
