@@ -37,7 +37,7 @@ def tune(workloads, target="x86", trials=64, log=None, **kwargs):
 
 def compile_model(module, example_inputs, target="x86", tuning_log=None, **kwargs):
     """Compile a torch.nn.Module into one Relax VM executable built from convtvm's kernels."""
-    from .graph import compile_model as _compile
+    from .network import compile_model as _compile
     return _compile(module, example_inputs, target, tuning_log, **kwargs)
 
 

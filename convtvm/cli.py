@@ -134,7 +134,7 @@ def cmd_tune(args) -> int:
     from . import tune
     info = _target(args)
     if args.model:
-        from .graph import tune_model
+        from .tuning.network import tune_model
         tune_model(args.model, args.input_size, info, args.trials, args.log, trials_per_iter=args.trials_per_iter,
                    exit_on_sigint=True, heaviest=args.tasks, untuned=args.untuned, names=args.task)
         return 0
@@ -207,14 +207,15 @@ def cmd_prune(args) -> int:
     ws = suites.suite(args.suite) if args.suite else None
     keep = max(args.keep, args.in_network or 0)  # candidates for the in-network choice
     if args.model:
-        from .graph import model_and_input
+        from .tuning.network import model_and_input
         model, x = model_and_input(args.model, args.input_size)
     with tempfile.TemporaryDirectory(prefix="convtvm_prune_") as tmp:
         incumbent = None  # the records in use before a merge: rank 0 of the in-network choice
         if args.in_network and args.into and TuningLog(args.into).has_records():
             incumbent = shutil.copytree(args.into, Path(tmp) / "incumbent")
         if args.model and args.into:  # the model's records alone, and its trial count beside them
-            from .graph import extract_tasks, import_torch, lower, merge_task_records, model_trials_key
+            from .network import import_torch, lower
+            from .tuning.network import extract_tasks, merge_task_records, model_trials_key
             info = TuningLog(args.log).target()
             tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
             n, trials = merge_task_records(args.log, args.into, tasks, model_trials_key(args.model, args.input_size),
@@ -229,7 +230,7 @@ def cmd_prune(args) -> int:
             merge(pruned, args.into)
             print(f"kept {n} records, merged into {args.into}")
         if args.in_network:
-            from .graph import pick_in_network
+            from .tuning.network import pick_in_network
             result = Path(args.into or args.output or args.log)
             pick_in_network(model, [x], TuningLog(result).target(), result, candidates=args.in_network,
                             incumbent=incumbent)
@@ -238,8 +239,9 @@ def cmd_prune(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .graph import _recorded_trials, extract_tasks, import_torch, lower, model_and_input, model_trials_key
+    from .network import import_torch, lower
     from .records.log import TuningLog
+    from .tuning.network import extract_tasks, model_and_input, model_trials_key, recorded_trials
     from .tuning.retile import sweep
     if args.tasks < 1:
         raise ValueError(f"--tasks={args.tasks} must be positive")
@@ -251,7 +253,7 @@ def cmd_sweep(args) -> int:
     for t in tasks[:args.tasks]:  # heaviest first: calls x FLOPs
         timed += len(sweep(log, t.mod, name=t.name, keep=args.keep, rounds=args.rounds)) - 1
     key = model_trials_key(args.model, args.input_size)
-    trials = (_recorded_trials(log, key) or 0) + timed  # each candidate timed is a trial
+    trials = (recorded_trials(log, key) or 0) + timed  # each candidate timed is a trial
     TuningLog(log).record_trials({key: trials})
     print(f"{timed} candidates timed; {key}: {trials} trials")
     return 0

@@ -373,7 +373,7 @@ def load(path) -> Module:
     if manifest.get("sha256") != artifact.sha256_file(path):
         raise ValueError(f"{path}: sha256 does not match its manifest (file changed after export)")
     if manifest.get("kind") == "model":
-        from .graph import load_model
+        from .network.compile import load_model
         return load_model(path, manifest)
     try:
         w = from_json(manifest["workload"])

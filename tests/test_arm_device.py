@@ -282,12 +282,12 @@ def test_efficientnet_v2_s_runs_on_emulated_device(arm_runtime, tmp_path, seed):
     import torch
 
     import convtvm
-    from convtvm import graph
+    from convtvm import network
     from convtvm.models import seeded_model
     model = seeded_model("efficientnet_v2_s", seed=0, input_size=64)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
     t0 = time.time()
-    net = graph.compile_model(model, [x], target="arm")
+    net = network.compile_model(model, [x], target="arm")
     print(f"\ncompile for arm: {time.time() - t0:.1f}s {net!r}")
     assert net.target.kind == "arm" and net.target.is_remote
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())

@@ -316,11 +316,11 @@ def test_efficientnet_v2_s_builds_for_cuda(tmp_path, seed):
     matches torch; without one, calling it says so."""
     import torch
 
-    from convtvm import graph
+    from convtvm import network
     from convtvm.models import seeded_model
     model = seeded_model("efficientnet_v2_s", seed=0, input_size=64)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
-    net = graph.compile_model(model, [x], target="cuda")
+    net = network.compile_model(model, [x], target="cuda")
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert net.lowered_ops["relax.nn.conv2d"] == convs and "generic" not in net.schedules
     path = net.export(tmp_path / "effnet_cuda.so")

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import convtvm
-from convtvm import graph
+from convtvm import network
+from convtvm.network import importer
 
 X = torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(0))
 
@@ -35,16 +36,16 @@ class FunctionalBatchNorm(nn.Module):
 def test_batch_norm_in_training_mode_is_refused_naming_the_op_and_node():
     """It compiled with the running statistics (max diff 1.6 against torch): the converter's
     UnsupportedOp was swallowed by the fallback to the decomposed import."""
-    with pytest.raises(graph.UnsupportedOp, match=r"aten\.batch_norm\.default \(node 'batch_norm'\) runs in "
+    with pytest.raises(network.UnsupportedOp, match=r"aten\.batch_norm\.default \(node 'batch_norm'\) runs in "
                                                   r"training mode \(training=True\)"):
-        graph.compile_model(FunctionalBatchNorm(), [X])
+        network.compile_model(FunctionalBatchNorm(), [X])
 
 
 def test_the_converter_refuses_training_batch_norm_itself_and_nothing_swallows_it(monkeypatch):
     """Without the exported graph's scan, the converter's own UnsupportedOp reaches the caller."""
-    monkeypatch.setattr(graph, "_refuse_training_ops", lambda ep: None)
-    with pytest.raises(graph.UnsupportedOp, match=r"node 'batch_norm'.*training=True"):
-        graph.import_torch(FunctionalBatchNorm(), [X])
+    monkeypatch.setattr(importer, "_refuse_training_ops", lambda ep: None)
+    with pytest.raises(network.UnsupportedOp, match=r"node 'batch_norm'.*training=True"):
+        network.import_torch(FunctionalBatchNorm(), [X])
 
 
 def test_dropout_in_training_mode_is_refused():
@@ -52,8 +53,8 @@ def test_dropout_in_training_mode_is_refused():
         def forward(self, x):
             return F.dropout(x, 0.5, training=True)
 
-    with pytest.raises(graph.UnsupportedOp, match=r"aten\.dropout\.default \(node 'dropout'\).*train=True"):
-        graph.compile_model(Drop(), [X])
+    with pytest.raises(network.UnsupportedOp, match=r"aten\.dropout\.default \(node 'dropout'\).*train=True"):
+        network.compile_model(Drop(), [X])
 
 
 def _flags(module) -> list:
@@ -66,7 +67,7 @@ def test_training_flags_are_restored_after_compiling():
     model[2][0].eval()  # a mix: each submodule's own flag comes back, not the parent's
     before = _flags(model)
     assert any(t for _, t in before) and not all(t for _, t in before)
-    net = graph.compile_model(model, [X])
+    net = network.compile_model(model, [X])
     assert _flags(model) == before
     with torch.no_grad():
         ref = model(X)
@@ -79,12 +80,12 @@ def test_a_layer_in_training_mode_whose_output_differs_is_refused(layer):
     """Compiled, it answered what eval() answers, not what the module in training mode answers."""
     model = nn.Sequential(nn.Conv2d(4, 8, 3), layer).train()
     before = _flags(model)
-    with pytest.raises(graph.UnsupportedOp, match=rf"submodule '1' \({type(layer).__name__}\) is in training mode.*"
+    with pytest.raises(network.UnsupportedOp, match=rf"submodule '1' \({type(layer).__name__}\) is in training mode.*"
                                                   r"eval\(\)"):
-        graph.compile_model(model, [X])
+        network.compile_model(model, [X])
     assert _flags(model) == before
     model.eval()
-    graph.compile_model(model, [X])  # in eval mode it compiles
+    network.compile_model(model, [X])  # in eval mode it compiles
     assert not any(t for _, t in _flags(model))
 
 
@@ -96,7 +97,7 @@ def test_a_layer_in_training_mode_whose_output_differs_is_refused(layer):
 def embedding():
     torch.manual_seed(0)
     emb = nn.Embedding(10, 4)
-    return emb, graph.compile_model(emb, [torch.tensor([1, 2, 3])])
+    return emb, network.compile_model(emb, [torch.tensor([1, 2, 3])])
 
 
 @pytest.mark.parametrize("bad", [12, 10, -1, 2**32 + 1])
@@ -136,7 +137,7 @@ def test_every_input_that_indexes_a_table_is_checked():
 
     model = Lookups()
     xs = [torch.tensor([1, 2, 9]), torch.tensor([0, 6]), torch.tensor([0, 1, 2])]
-    net = graph.compile_model(model, xs)
+    net = network.compile_model(model, xs)
     assert [(b["input"], b["size"]) for b in net.index_bounds] == [(0, 10), (1, 7), (2, 7)]
     with torch.no_grad():
         assert abs(float(net(*xs)) - float(model(*xs))) <= 1e-4 * abs(float(model(*xs)))
@@ -178,9 +179,9 @@ def test_a_network_in_another_float_dtype_is_refused_clearly(dtype):
     model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.ReLU()).to(dtype)
     name = str(dtype).replace("torch.", "")
     with pytest.raises(ValueError, match=rf"parameter '0.weight' is {name}: compile_model supports float32"):
-        graph.compile_model(model, [X.to(dtype)])
+        network.compile_model(model, [X.to(dtype)])
     with pytest.raises(ValueError, match=rf"input '0' is {name}"):
-        graph.compile_model(nn.ReLU(), [X.to(dtype)])
+        network.compile_model(nn.ReLU(), [X.to(dtype)])
 
 
 def test_a_misspelled_keyword_names_itself_and_the_accepted_ones():
@@ -217,7 +218,7 @@ def test_a_module_and_a_model_run_in_a_forked_child_after_the_parent_ran_them():
     xs = w.random_inputs(seed=0)
     ref = m(*xs)
     x = torch.randn(1, 16, 32, 32, generator=torch.Generator().manual_seed(1))
-    net = graph.compile_model(nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU()).eval(), [x])
+    net = network.compile_model(nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU()).eval(), [x])
     net_ref = net(x)
     parent_threads = os.environ["TVM_NUM_THREADS"]
 

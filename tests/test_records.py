@@ -104,41 +104,43 @@ def other_cpus_network_log(tmp_path_factory):
     import torch
     from torch import nn
 
-    from convtvm import graph
+    from convtvm import network
+    from convtvm.tuning import network as model_tuning
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()).eval()
     x = torch.randn(1, 8, 16, 16)
     other = resolve({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
-    tasks = graph.extract_tasks(graph.lower(graph.import_torch(model, [x]), other), other)
+    tasks = model_tuning.extract_tasks(network.lower(network.import_torch(model, [x]), other), other)
     log = tmp_path_factory.mktemp("other_cpu") / "x86-znver3"
-    graph.tune_tasks(tasks[:1], other, trials=4, log=log, trials_per_iter=4, seed=0, progress=lambda s: None)
+    model_tuning.tune_tasks(tasks[:1], other, trials=4, log=log, trials_per_iter=4, seed=0, progress=lambda s: None)
     return model, x, log
 
 
 def test_a_network_takes_another_cpus_records_when_they_reproduce_torch(other_cpus_network_log, monkeypatch):
     import torch
 
-    from convtvm import graph
+    from convtvm import network
+    from convtvm.network import compile as network_compile
     model, x, log = other_cpus_network_log
     monkeypatch.setattr(defaults, "network_logs", lambda info: [(log, True)])
-    net = graph.compile_model(model, [x])
+    net = network.compile_model(model, [x])
     assert net.schedules.get("carried over") == 1 and "tuned" not in net.schedules
     with torch.no_grad():
         assert rel_err(net(x).numpy(), model(x).numpy()) <= 1e-4
-    monkeypatch.setattr(graph, "_matches_torch", lambda *a: False)  # as if the replayed kernels were wrong
+    monkeypatch.setattr(network_compile, "_matches_torch", lambda *a: False)  # as if the replayed kernels were wrong
     with pytest.warns(UserWarning, match="do not reproduce torch's result"):
-        net = graph.compile_model(model, [x])
+        net = network.compile_model(model, [x])
     assert "carried over" not in net.schedules and "tuned" not in net.schedules
 
 
 def test_a_network_takes_each_tasks_record_from_the_first_log_that_holds_one(other_cpus_network_log, tmp_path,
                                                                              monkeypatch):
     """The user's log (here: one with no record of this network) does not hide the next log's records."""
-    from convtvm import graph
+    from convtvm import network
     model, x, log = other_cpus_network_log
     info = resolve("x86")
     w = convtvm.workload("conv1d", in_channels=4, out_channels=4, input_size=(8,), kernel_size=3)
     mine = tmp_path / info.tag
     convtvm.tune(w, info, trials=2, log=mine, trials_per_iter=2, seed=0, progress=lambda *_: None)
     monkeypatch.setattr(defaults, "network_logs", lambda info: [(mine, False), (log, True)])
-    assert graph.compile_model(model, [x]).schedules.get("carried over") == 1
+    assert network.compile_model(model, [x]).schedules.get("carried over") == 1

@@ -1,4 +1,4 @@
-"""Whole networks through convtvm.graph: EfficientNetV2-S and a small ResNet-style network compiled
+"""Whole networks through convtvm.network: EfficientNetV2-S and a small ResNet-style network compiled
 into one Relax VM executable from convtvm's kernels, checked against PyTorch on x86."""
 
 import json
@@ -15,10 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-from convtvm import graph
+from convtvm import network
+from convtvm.network import legalize, runtime
+from convtvm.network import schedule as network_schedule
+from convtvm.tuning import network as model_tuning
 from convtvm.models import calibrate_batchnorm, seeded_model
 from convtvm.records.log import DB_FILES, LogWarning, Record, TuningLog
 from convtvm.tuning import maintain
+from conftest import rel_err
 
 
 def _rows(log) -> list:
@@ -48,14 +52,13 @@ def allowed_error(model, x) -> tuple:
 
 
 def max_err(y, ref) -> float:
-    y, ref = np.asarray(y, np.float64), np.asarray(ref, np.float64)
-    assert y.shape == ref.shape
-    return float(np.abs(y - ref).max() / np.abs(ref).max())
+    """convtvm's error metric, on arrays of the same shape."""
+    return rel_err(y, ref)
 
 
 def compiled(model, x):
     t0 = time.time()
-    net = graph.compile_model(model, [x], target="x86", tuning_log=False)  # the untuned schedules
+    net = network.compile_model(model, [x], target="x86", tuning_log=False)  # the untuned schedules
     print(f"\ncompile_model {tuple(x.shape)}: {time.time() - t0:.1f} s "
           + " ".join(f"{k}={v:.1f}" for k, v in net.compile_times.items()))
     return net
@@ -111,7 +114,7 @@ def test_convolutions_are_convtvm_kernels(effnet, effnet_b1):
     blocks = {name: _block_names(f) for name, f in funcs.items()}
     # te_ops.conv's block is "conv" (after scheduling: conv_init, conv_update, conv_..._local)
     conv_funcs = [n for n, b in blocks.items() if any(x == "conv" or x.startswith("conv_") for x in b)]
-    assert conv_funcs and all(graph.PREFIX in n for n in conv_funcs)
+    assert conv_funcs and all(legalize.PREFIX in n for n in conv_funcs)
     topi_blocks = {"conv2d_nchw", "group_conv2d_nchw", "DepthwiseConv2d", "conv2d_NCHWc", "adaptive_pool_sum"}
     assert not any(topi_blocks & b for b in blocks.values())
     # epilogues fused into the kernels: bias (folded BN), SiLU, SE sigmoid, residual add; the SE
@@ -130,11 +133,11 @@ def test_profile_counts_every_kernel_call(effnet_b1):
     x, net = effnet_b1
     rows = net.profile(x.numpy(), runs=2)
     assert rows == sorted(rows, key=lambda r: -r["ms"]) and all(r["ms"] > 0 for r in rows)
-    kernels = [r for r in rows if graph.PREFIX in r["function"]]
+    kernels = [r for r in rows if legalize.PREFIX in r["function"]]
     # one call per lowered conv/pool op: each fused function holds exactly one of them
     assert sum(r["calls"] for r in kernels) == sum(net.lowered_ops.values())
     assert all(r["gflops"] for r in kernels if "conv2d" in r["function"])
-    assert "| function | calls |" in graph.profile_table(rows)
+    assert "| function | calls |" in network.profile_table(rows)
     np.testing.assert_array_equal(net(x.numpy()), net(x.numpy()))  # the model's own VM is unaffected
 
 
@@ -144,8 +147,8 @@ def test_profile_flops_are_the_convolutions_arithmetic_not_the_epilogues():
     import tvm
     from tvm.s_tir.analysis import estimate_tir_flops
     model = nn.Sequential(nn.Conv2d(6, 10, 3, padding=1, groups=2, bias=False), nn.SiLU()).eval()
-    net = graph.compile_model(model, [torch.randn(1, 6, 9, 7)], target="x86")
-    flops = graph._function_flops(net.tir)
+    net = network.compile_model(model, [torch.randn(1, 6, 9, 7)], target="x86")
+    flops = runtime._function_flops(net.tir)
     (name, n), = [(k, v) for k, v in flops.items() if "conv2d" in k]
     assert "silu" in name and n == 2 * 10 * (6 // 2) * 3 * 3 * 9 * 7
     assert estimate_tir_flops(tvm.IRModule({"main": net.tir[name]})) > n  # TVM's count has SiLU's ops
@@ -242,7 +245,7 @@ def test_small_resnet_grouped_transposed_pools(small_net, seed):
 def assert_tuned_network_matches(model, x, info, log, tuned: int):
     """The network compiled with ``log`` uses ``tuned`` of its records and matches torch, and its
     pre-packed weights reach the kernels as constants (no tuple built and unpacked at each call)."""
-    net = graph.compile_model(model, [x], info, tuning_log=log)
+    net = network.compile_model(model, [x], info, tuning_log=log)
     assert net.schedules["tuned"] == tuned
     program = net.lib.as_text()
     assert "_prepacked" in program and not re.search(r"make_tuple in: c\[", program)
@@ -257,19 +260,20 @@ def test_tuned_records_are_applied(small_net, tmp_path):
     from convtvm.targets import resolve
     info = resolve("x86")
     x = torch.randn(1, 3, 30, 30)
-    tasks = graph.extract_tasks(graph.lower(graph.import_torch(small_net, [x]), info), info)
-    assert all(graph.PREFIX in t.name for t in tasks) and len(tasks) == 10
+    tasks = model_tuning.extract_tasks(network.lower(network.import_torch(small_net, [x]), info), info)
+    assert all(legalize.PREFIX in t.name for t in tasks) and len(tasks) == 10
     assert tasks[0].name.startswith("fused_convtvm_conv2d") and tasks[0].flops > 1e6  # the 7x7 stem
     log = tmp_path / "log"
-    result = graph.tune_tasks(tasks[:1], info, trials=8, log=log, trials_per_iter=8, seed=0, progress=lambda s: None)
+    result = model_tuning.tune_tasks(tasks[:1], info, trials=8, log=log, trials_per_iter=8, seed=0,
+                                     progress=lambda s: None)
     assert result["trials"] == 8 and (log / "target.json").exists()
-    assert graph._log_trials(tasks, info, log) >= 1
+    assert model_tuning.log_trials(tasks, info, log) >= 1
     # ship it: prune (the kept record re-checked against the unscheduled TIR) and merge into another log
     shipped = tmp_path / "shipped"
     assert maintain.prune(log, keep=1, out=tmp_path / "pruned") == 1
-    assert maintain.merge(tmp_path / "pruned", shipped, trials={graph.model_trials_key("small", 30): 8}) == 1
-    assert graph._recorded_trials(shipped, graph.model_trials_key("small", 30)) == 8
-    assert graph._log_trials(tasks, info, shipped) == 1
+    assert maintain.merge(tmp_path / "pruned", shipped, trials={model_tuning.model_trials_key("small", 30): 8}) == 1
+    assert model_tuning.recorded_trials(shipped, model_tuning.model_trials_key("small", 30)) == 8
+    assert model_tuning.log_trials(tasks, info, shipped) == 1
     assert_tuned_network_matches(small_net, x, info, shipped, tuned=1)
 
 
@@ -281,9 +285,9 @@ def test_shipped_logs_hold_a_record_for_every_efficientnet_task():
     end in the sigmoid): they need a Zen 5 to tune."""
     logs = {tag: ROOT / "tuning_logs" / tag for tag in ("x86-znver3", "x86-znver5")}
     info = TuningLog(logs["x86-znver3"]).target()
-    model, x = graph.model_and_input("efficientnet_v2_s", 224)
-    tasks = graph.extract_tasks(graph.lower(graph.import_torch(model, [x]), info), info)  # as on any x86 CPU
-    missing = {tag: [t.name for t in graph.choose_tasks(tasks, log, untuned=True)] for tag, log in logs.items()}
+    model, x = model_tuning.model_and_input("efficientnet_v2_s", 224)
+    tasks = model_tuning.extract_tasks(network.lower(network.import_torch(model, [x]), info), info)  # as on any x86 CPU
+    missing = {tag: [t.name for t in model_tuning.choose_tasks(tasks, log, untuned=True)] for tag, log in logs.items()}
     assert len(tasks) == 45 and missing["x86-znver3"] == []
     assert len(missing["x86-znver5"]) == 11
     assert all("scaled_input" in n or "sigmoid" in n for n in missing["x86-znver5"])
@@ -296,9 +300,9 @@ def two_tasks_log(small_net, tmp_path_factory):
     from convtvm.targets import resolve
     info = resolve("x86")
     x = torch.randn(1, 3, 30, 30)
-    tasks = graph.extract_tasks(graph.lower(graph.import_torch(small_net, [x]), info), info)
+    tasks = model_tuning.extract_tasks(network.lower(network.import_torch(small_net, [x]), info), info)
     log = tmp_path_factory.mktemp("two_tasks") / "log"
-    graph.tune_tasks(tasks[:2], info, trials=16, log=log, trials_per_iter=8, seed=0, progress=lambda s: None)
+    model_tuning.tune_tasks(tasks[:2], info, trials=16, log=log, trials_per_iter=8, seed=0, progress=lambda s: None)
     return x, tasks, log
 
 
@@ -315,9 +319,9 @@ def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, two_t
     single = convtvm.workload("conv2d", in_channels=8, out_channels=8, input_size=(9, 9), kernel_size=3)
     convtvm.tune(single, "x86", trials=4, log=single_op, trials_per_iter=4, seed=0, progress=lambda s: None)
     with pytest.raises(ValueError, match="no record for this network's tasks"):
-        graph.pick_in_network(small_net, [x], "x86", single_op, progress=lambda s: None)
+        model_tuning.pick_in_network(small_net, [x], "x86", single_op, progress=lambda s: None)
     with pytest.raises(ValueError, match="candidates=0"):
-        graph.pick_in_network(small_net, [x], "x86", single_op, candidates=0)
+        model_tuning.pick_in_network(small_net, [x], "x86", single_op, candidates=0)
     log = tmp_path / "log"
     shutil.copytree(tuned, log)
     maintain.merge(single_op, log)  # a record of another workload, which the choice must leave as it is
@@ -326,7 +330,7 @@ def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, two_t
     assert {task_of[wl] for wl, _ in before if wl in task_of} == {0, 1}
     assert any(wl not in task_of for wl, _ in before)
 
-    picked = graph.pick_in_network(small_net, [x], "x86", log, candidates=2, rounds=2, progress=lambda s: None)
+    picked = model_tuning.pick_in_network(small_net, [x], "x86", log, candidates=2, rounds=2, progress=lambda s: None)
     after = _rows(log)
     assert [r for r in after if r[0] not in task_of] == [r for r in before if r[0] not in task_of]
     kept = {task_of[wl]: rec for wl, rec in after if wl in task_of}
@@ -334,7 +338,7 @@ def test_pick_in_network_keeps_what_runs_fastest_in_the_network(small_net, two_t
     for i, rec in kept.items():
         rank, per = picked[tasks[i].name]
         assert len(per) == 2 and abs(rec[1][0] * 1e3 - per[rank]) < 1e-5
-        assert rank == 0 or per[rank] < per[0] * (1 - graph.IN_NETWORK_MIN_GAIN)
+        assert rank == 0 or per[rank] < per[0] * (1 - model_tuning.IN_NETWORK_MIN_GAIN)
         assert rec[0] in [r[0] for wl, r in before if task_of.get(wl) == i]  # one of its own records
     assert_tuned_network_matches(small_net, x, info, log, tuned=2)
 
@@ -360,8 +364,8 @@ def test_pick_in_network_puts_the_record_in_use_first(small_net, two_tasks_log, 
     held = tmp_path / "held"
     shutil.copytree(log, held)
     _write_rows(held, list(slowest.values()))
-    monkeypatch.setattr(graph, "pick_rank", lambda times, **kw: 0)
-    graph.pick_in_network(small_net, [x], "x86", log, candidates=2, rounds=1, incumbent=held,
+    monkeypatch.setattr(model_tuning, "pick_rank", lambda times, **kw: 0)
+    model_tuning.pick_in_network(small_net, [x], "x86", log, candidates=2, rounds=1, incumbent=held,
                           progress=lambda s: None)
     kept = {task_of[wl]: rec for wl, rec in _rows(log) if wl in task_of}
     assert {k: rec[0] for k, rec in kept.items()} == {k: row[1][0] for k, row in slowest.items()}
@@ -377,16 +381,16 @@ def test_pick_rank_keeps_the_fastest_alone_unless_another_is_clearly_faster_in_t
         return list(ms * (1 + spread * rng.standard_normal(n)))
 
     base = rounds(1.0)
-    assert graph.pick_rank([base]) == 0
-    assert graph.pick_rank([base, rounds(0.98), rounds(0.97)]) == 0  # within the networks' own spread
-    assert graph.pick_rank([base, rounds(0.80), rounds(0.70)]) == 2  # clearly faster: the fastest of them
-    assert graph.pick_rank([base, rounds(1.20)]) == 0
+    assert model_tuning.pick_rank([base]) == 0
+    assert model_tuning.pick_rank([base, rounds(0.98), rounds(0.97)]) == 0  # within the networks' own spread
+    assert model_tuning.pick_rank([base, rounds(0.80), rounds(0.70)]) == 2  # clearly faster: the fastest of them
+    assert model_tuning.pick_rank([base, rounds(1.20)]) == 0
     lucky = [1.0] * 8
     lucky[3] = 0.2  # one fast round moves a mean, not the median ratio or the wins
-    assert graph.pick_rank([[1.0] * 8, lucky]) == 0
-    assert graph.pick_rank([[1.0] * 8, [0.9] * 8], min_gain=0.15) == 0
-    assert graph.pick_rank([[1.0] * 8, [0.9] * 6 + [1.1] * 2]) == 1  # 6 of 8 rounds: enough
-    assert graph.pick_rank([[1.0] * 8, [0.9] * 5 + [1.1] * 3]) == 0  # 5 of 8: not
+    assert model_tuning.pick_rank([[1.0] * 8, lucky]) == 0
+    assert model_tuning.pick_rank([[1.0] * 8, [0.9] * 8], min_gain=0.15) == 0
+    assert model_tuning.pick_rank([[1.0] * 8, [0.9] * 6 + [1.1] * 2]) == 1  # 6 of 8 rounds: enough
+    assert model_tuning.pick_rank([[1.0] * 8, [0.9] * 5 + [1.1] * 3]) == 0  # 5 of 8: not
 
 
 def test_a_network_that_runs_faster_as_a_whole_favours_no_rank():
@@ -394,24 +398,24 @@ def test_a_network_that_runs_faster_as_a_whole_favours_no_rank():
     networks, and each network's factor, taken from all its kernels, comes out of the times: a record
     3% slower than rank 0 is not chosen for sitting in a network 10% faster."""
     depth, n = 3, 30
-    held = [[graph.network_rank(k, i, depth, depth) for k in range(depth)] for i in range(n)]
+    held = [[model_tuning.network_rank(k, i, depth, depth) for k in range(depth)] for i in range(n)]
     assert all(sorted(h) == [0, 1, 2] for h in held)  # every task: each rank in one network
     assert [sum(h[k] == 0 for h in held) for k in range(depth)] == [10, 10, 10]  # rank 0 in every network
-    assert [graph.network_rank(k, 4, depth, 1) for k in range(depth)] == [0, 0, 0]  # one record: everywhere
+    assert [model_tuning.network_rank(k, 4, depth, 1) for k in range(depth)] == [0, 0, 0]  # one record: everywhere
     rng = np.random.default_rng(0)
     speed = [1.0, 0.9, 1.1]  # network 1 runs every kernel 10% faster, network 2 10% slower
     own = {0: 1.0, 1: 1.03, 2: 0.97}  # the records' own speed, by rank (rank 2 the fastest here)
     base = rng.uniform(0.05, 1.0, n)
     samples = [{f"k{i}": list(base[i] * own[held[i][k]] * speed[k] * (1 + 0.01 * rng.standard_normal(8)))
                 for i in range(n)} for k in range(depth)]
-    factor = graph.network_factors(samples)
+    factor = model_tuning.network_factors(samples)
     assert factor[1] / factor[0] == pytest.approx(0.9, rel=0.02)
     assert factor[2] / factor[0] == pytest.approx(1.1, rel=0.02)
     i = next(i for i in range(n) if held[i][1] == 1)  # a task whose 3% slower record sits in the fast network
     raw = [samples[held[i].index(q)][f"k{i}"] for q in range(depth)]
     fixed = [[t / factor[held[i].index(q)] for t in raw[q]] for q in range(depth)]
-    assert graph.pick_rank(raw[:2]) == 1 and graph.pick_rank(fixed[:2]) == 0
-    assert graph.network_factors([{"tiny": [0.001]}, {"tiny": [0.002]}]) == [1.0, 1.0]  # below min_ms: no factor
+    assert model_tuning.pick_rank(raw[:2]) == 1 and model_tuning.pick_rank(fixed[:2]) == 0
+    assert model_tuning.network_factors([{"tiny": [0.001]}, {"tiny": [0.002]}]) == [1.0, 1.0]  # below min_ms: no factor
 
 
 def test_a_models_records_merge_alone_and_its_trials_count_once(small_net, tmp_path):
@@ -433,55 +437,55 @@ def test_a_models_records_merge_alone_and_its_trials_count_once(small_net, tmp_p
 
     info = resolve("x86")
     x = torch.randn(1, 3, 30, 30)
-    tasks = graph.extract_tasks(graph.lower(graph.import_torch(small_net, [x]), info), info)
-    work, shipped, key = tmp_path / "work", tmp_path / "shipped", graph.model_trials_key("small", 30)
+    tasks = model_tuning.extract_tasks(network.lower(network.import_torch(small_net, [x]), info), info)
+    work, shipped, key = tmp_path / "work", tmp_path / "shipped", model_tuning.model_trials_key("small", 30)
     single = convtvm.workload("conv2d", in_channels=8, out_channels=8, input_size=(9, 9), kernel_size=3)
     convtvm.tune(single, "x86", trials=4, log=work, trials_per_iter=4, seed=0, progress=quiet)
-    graph.tune_tasks(tasks[:2], info, trials=8, log=work, trials_per_iter=4, seed=0, progress=quiet)
+    model_tuning.tune_tasks(tasks[:2], info, trials=8, log=work, trials_per_iter=4, seed=0, progress=quiet)
     # what `convtvm tune --model M --tasks N --untuned` would tune next
-    assert graph.choose_tasks(tasks, work, untuned=True) == tasks[2:]
-    assert graph.choose_tasks(tasks, work, heaviest=3, untuned=True) == tasks[2:3]
-    assert graph.choose_tasks(tasks, work, heaviest=2) == tasks[:2]
+    assert model_tuning.choose_tasks(tasks, work, untuned=True) == tasks[2:]
+    assert model_tuning.choose_tasks(tasks, work, heaviest=3, untuned=True) == tasks[2:3]
+    assert model_tuning.choose_tasks(tasks, work, heaviest=2) == tasks[:2]
     with pytest.raises(ValueError, match="--tasks=0 must be positive"):
-        graph.choose_tasks(tasks, work, heaviest=0)
+        model_tuning.choose_tasks(tasks, work, heaviest=0)
     # `--task NAME`: those tasks only, in the list's order, then --tasks / --untuned among them
     named = [tasks[3].name, tasks[1].name]
-    assert graph.choose_tasks(tasks, work, names=named) == [tasks[1], tasks[3]]
-    assert graph.choose_tasks(tasks, work, names=named, untuned=True) == [tasks[3]]
+    assert model_tuning.choose_tasks(tasks, work, names=named) == [tasks[1], tasks[3]]
+    assert model_tuning.choose_tasks(tasks, work, names=named, untuned=True) == [tasks[3]]
     with pytest.raises(ValueError, match="--task fused_conv9 is not a task of this model; its tasks are: .*"
                                          + tasks[0].name):
-        graph.choose_tasks(tasks, work, names=[tasks[0].name, "fused_conv9"])
+        model_tuning.choose_tasks(tasks, work, names=[tasks[0].name, "fused_conv9"])
     with pytest.raises(ValueError, match="no records of these 1 tasks"):
-        graph.merge_task_records(work, shipped, tasks[2:3], key, progress=quiet)
+        model_tuning.merge_task_records(work, shipped, tasks[2:3], key, progress=quiet)
     first = measured(work)
-    kept, trials = graph.merge_task_records(work, shipped, tasks, key, progress=quiet)
-    assert kept == 2 and trials == first == graph._recorded_trials(shipped, key)
+    kept, trials = model_tuning.merge_task_records(work, shipped, tasks, key, progress=quiet)
+    assert kept == 2 and trials == first == model_tuning.recorded_trials(shipped, key)
     task_of = TuningLog(shipped).workload_lines_of([t.mod for t in tasks])
     assert sorted(task_of.get(wl) for wl, _ in _rows(shipped)) == [0, 1]  # the single op stayed out
 
     again = tmp_path / "again"
     shutil.copytree(shipped, again)
     copied = set(TuningLog(again).record_keys())
-    graph.tune_tasks(tasks[:1], info, trials=4, log=again, trials_per_iter=4, seed=1, progress=quiet)
+    model_tuning.tune_tasks(tasks[:1], info, trials=4, log=again, trials_per_iter=4, seed=1, progress=quiet)
     new = measured(again) - 2
     assert new >= 1
-    kept, trials = graph.merge_task_records(again, shipped, tasks, key, progress=quiet)
-    assert trials == first + new == graph._recorded_trials(shipped, key)
+    kept, trials = model_tuning.merge_task_records(again, shipped, tasks, key, progress=quiet)
+    assert trials == first + new == model_tuning.recorded_trials(shipped, key)
     keys = TuningLog(shipped).record_keys()
     assert len(keys) == len(set(keys)) and 2 <= len(keys) <= 3
     # the shipped log drops a record that `again` began with (as a later in-network choice may):
     # merged again, that record is still no new trial
     _write_rows(shipped, [r for r, k in zip(_rows(shipped), keys) if k not in copied])
-    _, twice = graph.merge_task_records(again, shipped, tasks, key, progress=quiet)
+    _, twice = model_tuning.merge_task_records(again, shipped, tasks, key, progress=quiet)
     assert twice == trials
 
     # the first working log, tuned further and merged again: only what it measured since counts
     before = measured(work)
-    graph.tune_tasks(tasks[1:2], info, trials=4, log=work, trials_per_iter=4, seed=2, progress=quiet)
+    model_tuning.tune_tasks(tasks[1:2], info, trials=4, log=work, trials_per_iter=4, seed=2, progress=quiet)
     more = measured(work) - before
     assert more >= 1
-    _, again_trials = graph.merge_task_records(work, shipped, tasks, key, progress=quiet)
-    assert again_trials == trials + more == graph._recorded_trials(shipped, key)
+    _, again_trials = model_tuning.merge_task_records(work, shipped, tasks, key, progress=quiet)
+    assert again_trials == trials + more == model_tuning.recorded_trials(shipped, key)
 
 
 def test_a_merge_that_retimes_replaces_the_shipped_records_stale_times(small_net, tmp_path):
@@ -497,23 +501,23 @@ def test_a_merge_that_retimes_replaces_the_shipped_records_stale_times(small_net
 
     info = resolve("x86")
     x = torch.randn(1, 3, 30, 30)
-    tasks = graph.extract_tasks(graph.lower(graph.import_torch(small_net, [x]), info), info)[:1]
-    shipped, work, key = tmp_path / "shipped", tmp_path / "work", graph.model_trials_key("small", 30)
-    graph.tune_tasks(tasks, info, trials=4, log=shipped, trials_per_iter=4, seed=0, progress=quiet)
+    tasks = model_tuning.extract_tasks(network.lower(network.import_torch(small_net, [x]), info), info)[:1]
+    shipped, work, key = tmp_path / "shipped", tmp_path / "work", model_tuning.model_trials_key("small", 30)
+    model_tuning.tune_tasks(tasks, info, trials=4, log=shipped, trials_per_iter=4, seed=0, progress=quiet)
     maintain.prune(shipped, keep=1, progress=quiet)
     (row,) = _rows(shipped)
     row[1][1] = [1.0]  # as if logged on a day when this machine ran 1000x slower
     _write_rows(shipped, [row])
     shutil.copytree(shipped, work)
-    graph.tune_tasks(tasks, info, trials=4, log=work, trials_per_iter=4, seed=1, progress=quiet)
+    model_tuning.tune_tasks(tasks, info, trials=4, log=work, trials_per_iter=4, seed=1, progress=quiet)
     stale = tmp_path / "stale"
     shutil.copytree(shipped, stale)
-    _, counted = graph.merge_task_records(work, stale, tasks, key, progress=quiet)
+    _, counted = model_tuning.merge_task_records(work, stale, tasks, key, progress=quiet)
     assert [1.0] in [rec[1] for _, rec in _rows(stale)]
-    _, trials = graph.merge_task_records(work, shipped, tasks, key, retime=3, progress=quiet)
+    _, trials = model_tuning.merge_task_records(work, shipped, tasks, key, retime=3, progress=quiet)
     (row,) = _rows(shipped)  # one record of the task, its time measured here
     assert row[1][1][0] < 0.1
-    assert trials == counted >= 1 and graph._recorded_trials(shipped, key) == trials
+    assert trials == counted >= 1 and model_tuning.recorded_trials(shipped, key) == trials
 
 
 def test_tune_chooses_among_a_models_tasks_only(capsys):
@@ -548,15 +552,15 @@ def test_unsupported_attributes_raise_clearly():
             return y
 
     info = resolve("x86")
-    with pytest.raises(graph.UnsupportedOp, match="max_pool2d.*asymmetric padding"):
-        graph.lower(AsymmetricPool, info)
+    with pytest.raises(network.UnsupportedOp, match="max_pool2d.*asymmetric padding"):
+        network.lower(AsymmetricPool, info)
     # (x86 converts every conv2d to NHWC/HWIO first; the CUDA target keeps the layouts it is given)
-    with pytest.raises(graph.UnsupportedOp, match="conv2d.*layouts data=NCHW kernel=HWIO"):
-        graph.lower(MixedLayout, resolve("cuda"))
+    with pytest.raises(network.UnsupportedOp, match="conv2d.*layouts data=NCHW kernel=HWIO"):
+        network.lower(MixedLayout, resolve("cuda"))
 
 
 # ----------------------------------------------------------------------------------------------
-# a squeeze-excitation's scale read by the convolution that follows (graph.fold_input_scales)
+# a squeeze-excitation's scale read by the convolution that follows (passes.fold_input_scales)
 # ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -578,7 +582,7 @@ def test_conv_with_input_scale_matches_torch(layout, seed):
     s = te.placeholder((n, 1, 1, cin) if last else (n, cin, 1, 1), name="s")
     y = te_ops.conv(x, w, spec, "", input_scale=s)
     info = resolve("x86")
-    func, _ = graph._schedule_one(te.create_prim_func([x, w, s, y]), info, info.config["fallback"])
+    func, _ = network_schedule._schedule_one(te.create_prim_func([x, w, s, y]), info, info.config["fallback"])
     lib = tvm.compile(tvm.IRModule({"main": func}), target=info.target)
     rng = np.random.default_rng(seed)
     xn, wn, sn = (rng.standard_normal([int(d) for d in t.shape], dtype=np.float32) for t in (x, w, s))
@@ -654,7 +658,7 @@ def test_winograd_kernel_matches_torch(tile, n, size, cin, cout, padding, seed):
     u = te.placeholder((tile + 2, tile + 2, cin, cout), name="u")
     y = te_ops.conv2d_winograd(x, u, spec, tile, "")
     info = resolve("x86")
-    func, _ = graph._schedule_one(te.create_prim_func([x, u, y]), info, info.config["fallback"])
+    func, _ = network_schedule._schedule_one(te.create_prim_func([x, u, y]), info, info.config["fallback"])
     lib = tvm.compile(tvm.IRModule({"main": func}), target=info.target)
     rng = np.random.default_rng(seed)
     xn = rng.standard_normal((n, *size, cin), dtype=np.float32)
@@ -732,6 +736,6 @@ def test_a_bad_line_in_the_log_is_skipped_with_a_warning_and_the_network_compile
     model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU()).eval()
     x = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(seed))
     with pytest.warns(LogWarning, match=rf"{path}:5: corrupt tuning record line"):
-        net = graph.compile_model(model, [x], TuningLog(log).target(), tuning_log=log)  # its own CPU's records
+        net = network.compile_model(model, [x], TuningLog(log).target(), tuning_log=log)  # its own CPU's records
     with torch.no_grad():
         assert max_err(net(x), model(x)) <= TOL
