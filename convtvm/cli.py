@@ -60,10 +60,10 @@ def _target_args(p: argparse.ArgumentParser) -> None:
 
 
 def _target(args):
-    from . import devices
+    from .backends import arm
     from .targets import resolve
     if args.target == "arm":
-        devices.set_arm_remote(rpc=args.rpc, tracker=args.rpc_tracker, key=args.rpc_key)
+        arm.set_remote(rpc=args.rpc, tracker=args.rpc_tracker, key=args.rpc_key)
     return resolve(args.target, arm_cpu=args.arm_cpu, cuda_arch=args.cuda_arch)
 
 
@@ -266,8 +266,8 @@ def cmd_retarget(args) -> int:
 def cmd_device(args) -> int:
     if args.action != "setup" or args.device != "arm-emulated":
         raise ValueError("usage: convtvm device setup arm-emulated")
-    from .arm import device
-    device.setup(verbose=True)
+    from .backends import arm_runtime
+    arm_runtime.setup(verbose=True)
     return 0
 
 

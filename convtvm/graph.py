@@ -29,7 +29,7 @@ The pipeline (``lower``), one Relax pass after the other:
    (bias, SiLU, the squeeze-excitation sigmoid, residual adds) fuse into the convolution
    kernels (a convolution is "OutEWiseFusable");
 5. scheduling, per TIR function: the tuning log's best record when it has one
-   (``MetaScheduleApplyDatabase``), else convtvm's CPU fallback schedule (``fallback.apply``), else,
+   (``MetaScheduleApplyDatabase``), else convtvm's CPU fallback schedule (``fallback.cpu``), else,
    for a structure the fallback cannot handle, a generic parallel/vectorised loop nest;
 6. ``tvm.compile`` (Relax VM) with the CPU backend's dataflow-lowering and finalisation passes.
 """
@@ -761,11 +761,10 @@ def prepack_weights(mod, info: TargetInfo):
 
 def _schedule_one(func, info: TargetInfo, cfg):
     """convtvm's fallback schedule; for a structure it does not handle, a generic one."""
-    from . import fallback
     if info.kind == "cuda":  # its rules end with dlight's Fallback, which binds any loop nest to threads
-        return fallback.apply(func, info.kind, cfg, info.target)["main"], "fallback"
+        return info.backend.fallback(func, info)["main"], "fallback"
     try:
-        return fallback.apply(func, info.kind, cfg, info.target)["main"], "fallback"
+        return info.backend.fallback(func, info)["main"], "fallback"
     except Exception:  # noqa: BLE001 - e.g. TVM cannot inline a broadcasting epilogue (SE scale)
         return _generic(func, cfg), "generic"
 
@@ -820,7 +819,7 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **targe
     """Compile a torch.nn.Module for ``example_inputs``' shapes into one executable: its inference.
 
     x86 runs here; "arm" cross-compiles for aarch64 and runs on the ARM device (the emulated one
-    unless ``convtvm.devices.set_arm_remote`` names a board); "cuda" builds here (nvcc) and runs
+    unless ``convtvm.backends.arm.set_remote`` names a board); "cuda" builds here (nvcc) and runs
     where a GPU is. ``target_options``: arm_cpu, cuda_arch, num_cores (any other keyword is a
     ValueError).
 
@@ -839,7 +838,7 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **targe
     check_target_options(target_options, "compile_model", ("module", "example_inputs", "target", "tuning_log"))
     info = resolve(target, **target_options)
     if info.kind == "cuda":
-        from . import cuda
+        from .backends import cuda_tools as cuda
         cuda.register()  # device code compiled ahead of time, for the target's arch
     example_inputs = list(example_inputs)
     times = {}
@@ -939,17 +938,7 @@ class Model:
         return self._vm
 
     def _open(self):
-        import tvm
-        from tvm import relax
-        if self.target.kind == "cuda":
-            from .devices import cuda_device
-            dev = cuda_device()
-            return relax.VirtualMachine(self.lib, dev), dev
-        if not self.target.is_remote:
-            return relax.VirtualMachine(self.lib, tvm.cpu()), tvm.cpu()
-        from .devices import arm_remote_library
-        lib, dev = arm_remote_library(self)
-        return relax.VirtualMachine(lib, dev), dev
+        return self.target.backend.open_vm(self)
 
     def run(self, *arrays) -> list:
         """numpy arrays in, list of numpy arrays out. An input that indexes a table must hold indices
@@ -1079,12 +1068,11 @@ def _flatten(out) -> list:
 
 def load_model(path, manifest: dict) -> Model:
     """The Model exported at ``path`` (``convtvm.load`` has checked its sha256)."""
-    from .devices import load_library
     if manifest.get("tvm") != _tvm_version():
         raise ValueError(f"{path}: exported with TVM {manifest.get('tvm')}, this is TVM {_tvm_version()}")
     info = resolve(manifest["target"]["tvm_target"])
     with _drop_scope_warnings():
-        lib = load_library(info, str(path))
+        lib = info.backend.load(info, str(path))
     return Model(lib, info, manifest["inputs"], manifest["outputs"], manifest.get("lowered_ops", {}),
                  manifest.get("schedules", {}), str(path), index_bounds=manifest.get("index_bounds"))
 

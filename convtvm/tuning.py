@@ -377,9 +377,7 @@ def _make_builder_runner(info: TargetInfo, isolated: bool):
     evaluator = ms.runner.EvaluatorConfig(number=measure["number"], repeat=measure["repeat"],
                                           min_repeat_ms=measure["min_repeat_ms"], enable_cpu_cache_flush=False)
     if info.kind == "arm":
-        from .arm import device
-        from .devices import ARM_REMOTE
-        return device.make_local_builder(timeout_sec=180), device.make_rpc_runner(**ARM_REMOTE)
+        return info.backend.builder_runner(evaluator)
     if isolated or info.kind == "cuda":
         builder = ms.builder.LocalBuilder(max_workers=os.cpu_count(), timeout_sec=120, initializer=_warm_worker)
         runner = ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60, initializer=_warm_worker)

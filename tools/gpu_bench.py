@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     import tvm_ffi
 
     import convtvm
-    from convtvm import bench, cuda, suites, tuning
+    from convtvm import bench, suites, tuning
+    from convtvm.backends import cuda_tools as cuda
     from convtvm.reference import torch_fn
     from convtvm.targets import resolve
 
