@@ -65,6 +65,11 @@ class _ArmLibrary:
 
 class Arm(Backend):
     kind = "arm"
+    tensor_intrinsics = ("arm_cpu",)  # TVM's ARM search space checks NEON dot products
+
+    def flops_per_cycle(self, cpuinfo: dict) -> int | None:
+        """NEON: 1 FMA x 4 fp32 x 2 per core."""
+        return 8
 
     def claims(self, target: dict) -> bool:
         return target.get("kind") == "llvm" and "aarch64" in str(target.get("mtriple", ""))
@@ -87,6 +92,10 @@ class Arm(Backend):
         if self.runs_in_process():
             return load_fresh(path)
         return _ArmLibrary(path)
+
+    def connect(self, rpc: str | None = None, tracker: str | None = None, key: str | None = None) -> None:
+        """``set_remote``: the board modules run on from now on (none named: the emulated device)."""
+        set_remote(rpc=rpc, tracker=tracker, key=key)
 
     def device(self):
         """This CPU on an aarch64 host, else the ARM session's CPU."""

@@ -23,6 +23,8 @@ class Backend:
     tunes_in_process = False
     #: ``fallback`` schedules any function (no generic schedule is needed behind it).
     fallback_is_total = False
+    #: The ``tvm.s_tir.tensor_intrin`` submodules this target's search space may ask for; None: all.
+    tensor_intrinsics: tuple | None = None
 
     # -- targets ------------------------------------------------------------------------------------
     def claims(self, target: dict) -> bool:
@@ -49,6 +51,11 @@ class Backend:
     def carries_records(self) -> bool:
         """Whether records of another CPU of this kind may be carried over (replayed and checked here)."""
         return False
+
+    def flops_per_cycle(self, cpuinfo: dict) -> int | None:
+        """fp32 FLOPs one core retires per cycle at peak (FMA), given /proc/cpuinfo's fields (name ->
+        words of its value); None where no peak is known."""
+        return None
 
     def has_device(self) -> bool:
         """Whether modules built here can run from this machine (else they can only be built and exported)."""
@@ -95,6 +102,10 @@ class Backend:
         return load_fresh(path)
 
     # -- running ------------------------------------------------------------------------------------
+    def connect(self, rpc: str | None = None, tracker: str | None = None, key: str | None = None) -> None:
+        """Run this target's modules on the device a TVM RPC server (``rpc`` HOST:PORT) or tracker
+        (``tracker`` HOST:PORT, ``key``) names, where the target runs over RPC; otherwise nothing."""
+
     def device(self):
         """The TVM device this target's modules run on."""
         import tvm
