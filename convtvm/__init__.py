@@ -24,9 +24,15 @@ def build(w, target="x86", tuning_log=None, **target_options):
 
 
 def load(path):
-    """Load an exported module (single op or model)."""
-    from .module import load as _load
-    return _load(path)
+    """Load an export: a single op (a ``Module``) or a network (a ``Model``), as its manifest says.
+    Raises FileNotFoundError for a missing file, ValueError for an edited or mismatched export."""
+    from .exports import read
+    path, manifest = read(path)
+    if manifest.get("kind") == "model":
+        from .network.compile import load_model
+        return load_model(path, manifest)
+    from .module import load as load_op
+    return load_op(path, manifest)
 
 
 def tune(workloads, target="x86", trials=64, log=None, **kwargs):

@@ -60,11 +60,10 @@ def _target_args(p: argparse.ArgumentParser) -> None:
 
 
 def _target(args):
-    from . import devices
     from .targets import resolve
-    if args.target == "arm":
-        devices.set_arm_remote(rpc=args.rpc, tracker=args.rpc_tracker, key=args.rpc_key)
-    return resolve(args.target, arm_cpu=args.arm_cpu, cuda_arch=args.cuda_arch)
+    info = resolve(args.target, arm_cpu=args.arm_cpu, cuda_arch=args.cuda_arch)
+    info.backend.connect(rpc=args.rpc, tracker=args.rpc_tracker, key=args.rpc_key)
+    return info
 
 
 def _workloads(args) -> dict:
@@ -95,7 +94,7 @@ def cmd_check(args) -> int:
     unknown = [n for n in names if n not in reps]
     if unknown:
         raise ValueError(f"unknown variant(s) {', '.join(unknown)}")
-    runs = not (info.kind == "cuda" and not _has_gpu())
+    runs = info.backend.has_device()
     print(f"convtvm check --target {info.kind} ({info.tag}){'' if runs else ': no GPU here, build only'}")
     header = f"{'variant':28s} {'input -> output':44s} {'schedule':9s} {'max rel err':>11s} {'build s':>8s} {'run ms':>8s}"
     print(header)
@@ -123,11 +122,6 @@ def cmd_check(args) -> int:
     print(f"{len(names) - failed} of {len(names)} variants match torch (max rel err <= 1e-4)" if runs
           else f"{len(names)} variants built for {info.tag}")
     return 1 if failed else 0
-
-
-def _has_gpu() -> bool:
-    import tvm
-    return tvm.cuda(0).exist
 
 
 def cmd_tune(args) -> int:
@@ -271,8 +265,8 @@ def cmd_retarget(args) -> int:
 def cmd_device(args) -> int:
     if args.action != "setup" or args.device != "arm-emulated":
         raise ValueError("usage: convtvm device setup arm-emulated")
-    from .arm import device
-    device.setup(verbose=True)
+    from .backends import arm_runtime
+    arm_runtime.setup(verbose=True)
     return 0
 
 

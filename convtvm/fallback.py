@@ -2,10 +2,10 @@
 
 CPU (x86, arm): every reduction (convolution, pooling) gets a register-tiled accumulator
 (cache_write to "local"), elementwise epilogues fused into its write-back, padding inlined,
-a parallel outer loop, a vectorised inner loop and unrolled register tiles. The knobs (vector
-lanes, register tile, unroll) come from schedules/<target>.json "fallback".
+a parallel outer loop, a vectorised inner loop and unrolled register tiles (``cpu``). The knobs
+(vector lanes, register tile, unroll) come from schedules/<target>.json "fallback".
 
-CUDA: the rules schedules/cuda.json "fallback.rules" lists, first match wins: "convtvm.Direct"
+CUDA (``gpu``): the rules schedules/cuda.json "fallback.rules" lists, first match wins: "convtvm.Direct"
 (below: convolution and pooling reductions as one thread per register tile of outputs, accumulator
 in registers, padding inlined into the loads, epilogue fused into the write-back) and TVM's dlight
 GPU rules by name (global pooling: dl.gpu.Reduction; pure data movement: dl.gpu.Fallback).
@@ -19,14 +19,10 @@ from tvm.s_tir import Schedule, ScheduleError
 _REDUCE = 2  # IterVar.CommReduce
 
 
-def apply(func, kind: str, cfg: dict, target) -> tvm.IRModule:
-    if kind == "cuda":
-        return _gpu(func, cfg, target)
-    return _cpu(func, cfg)
-
-
-def _gpu(func, cfg, target) -> tvm.IRModule:
-    from . import cuda  # noqa: F401 - registers convtvm's CUDA compile hooks (nvcc, the target's arch)
+def gpu(func, cfg: dict, target) -> tvm.IRModule:
+    """The CUDA fallback of a PrimFunc: the first of ``cfg["rules"]`` that binds every block to
+    threads, as an IRModule with a scheduled ``main``. ``target``: the CUDA target. Raises ValueError
+    naming what each rule did when none applies."""
     tried = []
     with target:
         for name in cfg["rules"]:
@@ -238,7 +234,10 @@ def _same_shape(sch: Schedule, producer, consumer) -> bool:
     return shape(producer) == shape(consumer)
 
 
-def _cpu(func, cfg) -> tvm.IRModule:
+def cpu(func, cfg: dict) -> tvm.IRModule:
+    """The CPU fallback of a PrimFunc as an IRModule with a scheduled ``main``; ``cfg``: the knobs
+    (schedules/<target>.json "fallback"). Raises TVM's ScheduleError for a structure it cannot
+    schedule (e.g. a broadcasting epilogue it cannot inline)."""
     sch = Schedule(tvm.IRModule({"main": func}))
     reductions = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if _is_reduction(sch, b)]
     # padding stays a cheap separate pass so that the reductions read without bounds checks

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
 
 import numpy as np
 
-from . import __version__, artifact, relayout
+from . import exports, relayout
 from .records import defaults, verify
-from .artifact import write_json_atomic  # noqa: F401 - callers import it from here
 from .targets import TargetInfo, resolve
 from .variants import Workload, from_json
 
@@ -26,16 +22,12 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
     Module's ``schedule`` says which ran ("tuned", "carried over" or "fallback"), ``schedule_source``
     from which log, and ``kernel`` which workload the compiled kernel computes.
     Raises ValueError for a log that is not a folder or is for another target."""
-    import tvm
-
-    from . import fallback
-
     info = resolve(target, **target_options)
-    if info.kind == "cuda":
-        from . import cuda
-        cuda.register()  # compile device code ahead of time with the chosen compiler, for the target's arch
+    backend = info.backend
+    backend.prepare()
+    in_process = backend.runs_in_process()
     kernel, chosen = w, _schedule_for(w, info, tuning_log)
-    twin = relayout.twin(w) if chosen.mod is None and tuning_log is not False and not info.is_remote else None
+    twin = relayout.twin(w) if chosen.mod is None and tuning_log is not False and in_process else None
     if twin is not None:  # a channels-first workload without records: its channels-last twin's, if any
         twin_chosen = _schedule_for(twin, info, tuning_log)
         if twin_chosen.mod is not None:
@@ -44,11 +36,10 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
     if chosen.mod is not None:
         mod, packing = split_weight_packing(chosen.mod, kernel)
     else:
-        mod = fallback.apply(w.prim_func(), info.kind, info.config["fallback"], info.target)
-    with info.target:
-        lib = tvm.compile(mod, target=info.target)
+        mod = backend.fallback(w.prim_func(), info)
+    lib = backend.compile(mod, info)
     m = Module(lib, w, info, chosen.kind, packing=packing, schedule_source=chosen.source, kernel=kernel)
-    if not info.is_remote:
+    if in_process:
         m.function("main")  # linked, loaded and looked up now, as part of the build, not in the first call (~50 ms)
     return m
 
@@ -156,7 +147,9 @@ class Module:
         self.packing = packing  # see split_weight_packing; None: the kernel reads the weights as given
         self.kernel = kernel or workload  # what the compiled kernel computes: the workload or its twin
         self._perms = relayout.input_perms(workload) if self.kernel is not workload else None
-        self._remote = None
+        self._remote = None  # the library loaded where it runs, for a target that does not run here
+        self._backend = target.backend
+        self._in_process = self._backend.runs_in_process()
         self._functions: dict = {}
 
     def function(self, name: str):
@@ -190,8 +183,8 @@ class Module:
 
     def __call__(self, *xs):
         self.check_inputs(xs)
-        if self.target.is_remote:
-            return self._run_remote(xs)
+        if not self._in_process:
+            return self._backend.run(self, xs)
         return self._run("main", self._to_kernel(xs), self.workload.input_names)
 
     def _to_kernel(self, xs, first: int = 0) -> list:
@@ -226,16 +219,11 @@ class Module:
         weights in a packed layout they are packed here, once, not on every call."""
         return BoundModule(self, constants)
 
-    def _run_remote(self, xs):
-        from . import devices
-        return devices.run(self, xs)
-
     def time(self, *xs, number: int = 10, repeat: int = 5) -> list[float]:
         """Per-repeat mean seconds of the kernel (TVM's time_evaluator)."""
         import tvm
-        from . import devices
-        if self.target.is_remote:
-            return devices.time(self, xs, number, repeat)
+        if not self._in_process:
+            return self._backend.time(self, xs, number, repeat)
         name, args = self.kernel_args(xs)
         f = getattr(self.lib, "mod", self.lib).time_evaluator(name, tvm.cpu(), number=number, repeat=repeat)
         return list(f(*args).results)
@@ -268,7 +256,7 @@ class Module:
         fields = {"workload": self.workload.to_json(), "schedule": self.schedule,
                   "schedule_source": self.schedule_source, "packing": self.packing,
                   "kernel": self.kernel.to_json() if self._perms else None}
-        self.path = export_with_manifest(path, self.lib, self.target, fields)
+        self.path = exports.export_with_manifest(path, self.lib, self.target, fields)
         return self.path
 
 
@@ -282,7 +270,7 @@ class BoundModule:
         self.module = module
         self._constants = constants
         self._fast = None
-        if module.target.is_remote:
+        if not module._in_process:
             return
         k = module.kernel
         data_slot = tvm.runtime.empty(k.input_shapes[0], k.dtype)  # stands for the data while packing
@@ -311,77 +299,27 @@ class BoundModule:
                 return out
         m, w = self.module, self.module.workload
         m.check_inputs([x], w.input_names[:1], w.input_shapes[:1])
-        if m.target.is_remote:
+        if not m._in_process:
             return m(x, *self._constants)
         return m._run(self._fname, m._to_kernel([x]), w.input_names[:1], self._bound)
 
 
-def write_library(lib, target: TargetInfo, path: str) -> None:
-    """A built library as a shared object for its target: cross-linked for ARM; for CUDA carrying the
-    kernels compiled for the target's arch, not CUDA source."""
-    if target.kind == "arm":
-        from .arm import device
-        device.export_library(lib, path)
-    elif target.kind == "cuda":
-        from . import cuda
-        cuda.export_library(lib, path, arch=json.loads(target.target_json).get("arch", "sm_90"))
-    else:
-        lib.export_library(path)
-
-
-def export_with_manifest(path, lib, target: TargetInfo, fields: dict) -> str:
-    """Write ``lib`` (``write_library``) and its sealed manifest beside it. Both paths are checked
-    first (each absent or a regular file, else ValueError), both files are written to temp files in
-    the folder, and then renamed into place, the library first: an interrupted export leaves the old
-    pair, or a library whose manifest no longer matches it (refused on load), never a lone manifest.
-    ``fields`` are the kind-specific manifest entries; a CUDA library's also records the arch,
-    format and kernels."""
-    path = artifact.writable(path, "module")
-    mpath = artifact.writable(manifest_path(path), "manifest")
-    with artifact.atomic_file(path, executable=True) as tmp_lib, artifact.atomic_file(mpath) as tmp_manifest:
-        write_library(lib, target, tmp_lib)
-        if target.kind == "cuda":  # arch, format, kernels of the compiled code in the file
-            from . import cuda
-            fields = {**fields, "cuda": cuda.manifest_entry(tmp_lib)}
-        manifest = {"convtvm": __version__,
-                    "target": {"kind": target.kind, "tvm_target": json.loads(target.target_json)},
-                    "tvm": _tvm_version(), "sha256": artifact.sha256_file(tmp_lib),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields}
-        with open(tmp_manifest, "w") as f:
-            json.dump(artifact.seal(manifest), f, indent=2)
-    return str(path)
-
-
-def manifest_path(path) -> Path:
-    return Path(str(path) + ".json")
-
-
-def _tvm_version() -> str:
-    import tvm
-    return tvm.__version__
-
-
-def load(path) -> Module:
-    """Load a module written by ``Module.export`` (or a network's ``export``). Raises FileNotFoundError
-    when ``path`` is missing, ValueError when its manifest is missing, malformed or edited, or when the
-    library's sha256 does not match the manifest's."""
-    path = Path(path).absolute()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such module")
-    mpath = manifest_path(path)
-    manifest = artifact.read_manifest(mpath)
-    if manifest.get("sha256") != artifact.sha256_file(path):
-        raise ValueError(f"{path}: sha256 does not match its manifest (file changed after export)")
+def load(path, manifest: dict | None = None) -> Module:
+    """Load a single op written by ``Module.export``; ``manifest``: its manifest, already read by
+    ``exports.read`` (else read here). Raises FileNotFoundError when ``path`` is missing, ValueError when
+    its manifest is missing, malformed, edited or a network's, or when the library's sha256 does not
+    match the manifest's."""
+    if manifest is None:
+        path, manifest = exports.read(path)
+    mpath = exports.manifest_path(path)
     if manifest.get("kind") == "model":
-        from .network.compile import load_model
-        return load_model(path, manifest)
+        raise ValueError(f"{path} is a compiled network: load it with convtvm.load")
     try:
         w = from_json(manifest["workload"])
         kernel = from_json(manifest["kernel"]) if manifest.get("kernel") else None
         info = resolve(manifest["target"]["tvm_target"])
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{mpath}: the manifest lacks a field convtvm needs ({e!r})") from None
-    from . import devices
-    lib = devices.load_library(info, str(path))
+    lib = info.backend.load(info, str(path))
     return Module(lib, w, info, manifest.get("schedule", "?"), str(path), packing=manifest.get("packing"),
                   schedule_source=manifest.get("schedule_source"), kernel=kernel)

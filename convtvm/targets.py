@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from . import backends
 
 PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent  # the checkout, in an editable install
@@ -21,7 +22,9 @@ SHIPPED_LOGS = DATA / "tuning_logs"  # read-only: nothing convtvm does writes th
 def cache_dir() -> Path:
     """The user's folder for convtvm's records: $CONVTVM_CACHE, default ~/.cache/convtvm."""
     return Path(os.environ.get("CONVTVM_CACHE") or Path.home() / ".cache" / "convtvm")
-KINDS = ("x86", "arm", "cuda")
+
+
+KINDS = backends.KINDS  # the target kinds, one backend each
 
 
 @dataclass(frozen=True)
@@ -39,19 +42,14 @@ class TargetInfo:
         return schedule_config(self.kind)
 
     @property
-    def tag(self) -> str:
-        """Short name for log folders: x86-znver3, arm-cortex-a72, cuda-sm90."""
-        t = json.loads(self.target_json)
-        if self.kind == "cuda":
-            return "cuda-" + t.get("arch", "sm_90").replace("_", "")
-        return f"{self.kind}-{t.get('mcpu', 'generic')}"
+    def backend(self):
+        """This kind's backend (``convtvm.backends``)."""
+        return backends.get(self.kind)
 
     @property
-    def is_remote(self) -> bool:
-        """Modules for this target cannot run in this process (cross-compiled or GPU)."""
-        if self.kind == "arm":
-            return platform.machine() not in ("aarch64", "arm64")
-        return self.kind == "cuda"
+    def tag(self) -> str:
+        """Short name for log folders: x86-znver3, arm-cortex-a72, cuda-sm90."""
+        return self.backend.tag(json.loads(self.target_json))
 
 
 def cpu_threads() -> int:
@@ -106,11 +104,6 @@ def schedule_config(kind: str) -> dict:
         return json.load(f)
 
 
-def host_cpu() -> str:
-    from tvm.target import codegen
-    return codegen.llvm_get_system_cpu()
-
-
 TARGET_OPTIONS = ("arm_cpu", "cuda_arch", "num_cores")
 
 
@@ -125,32 +118,19 @@ def check_target_options(options: dict, func: str = "resolve", params: tuple = (
 
 
 def resolve(target, arm_cpu: str | None = None, cuda_arch: str = "sm_90", num_cores: int | None = None) -> TargetInfo:
-    """"x86" | "arm" | "cuda" | a TVM target dict -> TargetInfo. Unknown names raise ValueError."""
+    """"x86" | "arm" | "cuda" | a TVM target dict -> TargetInfo (a TargetInfo is returned as it is).
+    ``arm_cpu`` adds an ARM target's mcpu, ``cuda_arch`` is a CUDA target's sm_XX, ``num_cores`` a
+    CPU target's cores. Raises ValueError for an unknown name, a dict of another kind than llvm or
+    cuda, an invalid arch or an mcpu LLVM does not know."""
     if isinstance(target, TargetInfo):
         return target
     if isinstance(target, dict):
-        kind = target.get("kind")
-        if kind == "cuda":
-            return TargetInfo("cuda", _canon(target))
-        if kind == "llvm":
-            is_arm = "aarch64" in str(target.get("mtriple", ""))
-            return TargetInfo("arm" if is_arm else "x86", _canon(target))
-        raise ValueError(f"target={target!r}: kind must be 'llvm' or 'cuda'")
-    if target not in KINDS:
+        return TargetInfo(backends.claiming(target).kind, _canon(target))
+    backend = backends.get(target) if isinstance(target, str) else None
+    if backend is None:
         raise ValueError(f"unknown target {target!r}; use one of {', '.join(KINDS)} or a TVM target dict")
-    cores = num_cores or os.cpu_count() or 1
     base = dict(schedule_config(target)["target"])
-    if target == "x86":
-        base.update({"mcpu": host_cpu(), "num-cores": cores})
-    elif target == "arm":
-        base["num-cores"] = num_cores or 2
-        if arm_cpu:
-            base["mcpu"] = arm_cpu
-    else:
-        if not (cuda_arch.startswith("sm_") and cuda_arch[3:].isdigit()):
-            raise ValueError(f"cuda arch {cuda_arch!r} must look like sm_XX (e.g. sm_90)")
-        base["arch"] = cuda_arch
-    return TargetInfo(target, _canon(base))
+    return TargetInfo(target, _canon(backend.target(base, arm_cpu, cuda_arch, num_cores)))
 
 
 def _canon(d: dict) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 import convtvm
 from convtvm import suites
-from convtvm.arm import device
+from convtvm.backends import arm, arm_runtime as runtime
 from convtvm.params import ConvSpec
 from conftest import rel_err
 
@@ -29,7 +29,7 @@ def arm_tools():
     """Every test here needs the cross toolchain and qemu-user: skipped with the reason when they are
     missing, an error under CI."""
     try:
-        return device.check_tools(need_objdump=True)
+        return runtime.check_tools(need_objdump=True)
     except RuntimeError as e:
         if under_ci():
             pytest.fail(f"CI={os.environ['CI']}: the ARM tests must run there, and cannot: {e}", pytrace=False)
@@ -38,7 +38,7 @@ def arm_tools():
 
 @pytest.fixture(scope="module")
 def arm_modules(tmp_path_factory):
-    device.setup(verbose=False)
+    runtime.setup(verbose=False)
     out = tmp_path_factory.mktemp("arm")
     mods = {}
     for name, w in REPS.items():
@@ -51,7 +51,7 @@ def arm_modules(tmp_path_factory):
 def test_every_variant_is_a_neon_aarch64_elf(arm_modules):
     neon = re.compile(r"\bv\d+\.(4s|2s|2d|16b|8h)\b")
     for name, m in arm_modules.items():
-        assert device.elf_machine(m.path) == 183, f"{name}: not an aarch64 ELF"
+        assert runtime.elf_machine(m.path) == 183, f"{name}: not an aarch64 ELF"
         if any(isinstance(s, ConvSpec) for s in m.workload.stages):
             asm = subprocess.run(["aarch64-linux-gnu-objdump", "-d", m.path], capture_output=True, text=True,
                                  check=True).stdout

@@ -1,8 +1,8 @@
-"""The emulated aarch64 device (convtvm.arm): toolchain check, cross-built runtime, cross-compiled
+"""The emulated aarch64 device (convtvm.backends.arm, convtvm.backends.arm_runtime): toolchain check, cross-built runtime, cross-compiled
 kernels running under qemu-user over minrpc, the real-remote RPC paths (on loopback), and
 MetaSchedule measuring on the emulated device.
 
-Needs the Debian packages in convtvm.arm.APT_PACKAGES; without them the device tests are skipped
+Needs the Debian packages in convtvm.backends.arm_runtime.APT_PACKAGES; without them the device tests are skipped
 locally and fail under CI (CI=true)."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import time
 import numpy as np
 import pytest
 
-from convtvm.arm import device
+from convtvm.backends import arm, arm_runtime as runtime
 
 
 def _tools_or_skip():
     try:
-        return device.check_tools(need_objdump=True)
+        return runtime.check_tools(need_objdump=True)
     except RuntimeError as e:
         if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):  # as tests/test_arm.py
             raise
@@ -34,18 +34,18 @@ def arm_runtime():
     """Set up the emulated device once per test session (cached across sessions)."""
     _tools_or_skip()
     t0 = time.time()
-    info = device.setup(verbose=True)
+    info = runtime.setup(verbose=True)
     print(f"arm setup: {time.time() - t0:.1f}s, cached={info['cached']}, {info['runtime_dir']}")
     return info
 
 
 @pytest.fixture(scope="session")
 def arm_session(arm_runtime):
-    return device.open_session()
+    return arm.open_session()
 
 
 def _objdump(path) -> str:
-    return subprocess.run([device.CROSS_OBJDUMP, "-d", str(path)], capture_output=True, text=True,
+    return subprocess.run([runtime.CROSS_OBJDUMP, "-d", str(path)], capture_output=True, text=True,
                           check=True).stdout
 
 
@@ -60,9 +60,9 @@ def _rel_err(got, ref) -> float:
 
 
 def test_check_tools_names_packages_when_which_fails(monkeypatch):
-    monkeypatch.setattr(device.shutil, "which", lambda name: None)
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError) as e:
-        device.check_tools()
+        runtime.check_tools()
     msg = str(e.value)
     for pkg in ("g++-aarch64-linux-gnu", "binutils-aarch64-linux-gnu", "qemu-user"):
         assert pkg in msg
@@ -72,40 +72,40 @@ def test_check_tools_names_packages_when_which_fails(monkeypatch):
 def test_check_tools_with_empty_path(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(RuntimeError, match="qemu-user"):
-        device.check_tools()
+        runtime.check_tools()
 
 
 def test_check_tools_only_qemu_missing(monkeypatch):
     real_which = shutil.which
-    monkeypatch.setattr(device.shutil, "which",
-                        lambda name: None if name == device.QEMU else real_which(name) or f"/usr/bin/{name}")
+    monkeypatch.setattr(runtime.shutil, "which",
+                        lambda name: None if name == runtime.QEMU else real_which(name) or f"/usr/bin/{name}")
     with pytest.raises(RuntimeError) as e:
-        device.check_tools()
+        runtime.check_tools()
     assert "qemu-aarch64 (Debian package qemu-user)" in str(e.value)
 
 
 def test_open_session_not_set_up_says_how(monkeypatch, tmp_path):
-    monkeypatch.setenv(device.ENV_RUNTIME_DIR, str(tmp_path / "nothing-here"))
+    monkeypatch.setenv(runtime.ENV_RUNTIME_DIR, str(tmp_path / "nothing-here"))
     with pytest.raises(RuntimeError, match="convtvm device setup arm-emulated"):
-        device.open_session(setup_if_needed=False)
+        arm.open_session(setup_if_needed=False)
     with pytest.raises(RuntimeError, match="convtvm device setup arm-emulated"):
-        device.ms_create_session(None)
+        arm.ms_create_session(None)
 
 
 def test_open_session_argument_errors():
     with pytest.raises(ValueError, match="needs key"):
-        device.open_session(tracker="127.0.0.1:9190")
+        arm.open_session(tracker="127.0.0.1:9190")
     with pytest.raises(ValueError, match="HOST:PORT"):
-        device.open_session(rpc="localhost")
+        arm.open_session(rpc="localhost")
     with pytest.raises(ValueError, match="not both"):
-        device.open_session(rpc="127.0.0.1:1", tracker="127.0.0.1:2", key="k")
+        arm.open_session(rpc="127.0.0.1:1", tracker="127.0.0.1:2", key="k")
 
 
 def test_default_target():
     import tvm
-    t = device.default_target()
+    t = runtime.default_target()
     assert t == {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"], "num-cores": 2}
-    t2 = device.default_target(cpu="cortex-a72", num_cores=4)
+    t2 = runtime.default_target(cpu="cortex-a72", num_cores=4)
     assert t2["mcpu"] == "cortex-a72" and t2["num-cores"] == 4
     target = tvm.target.Target(t2)
     assert str(target.attrs["mtriple"]) == "aarch64-linux-gnu"
@@ -114,10 +114,10 @@ def test_default_target():
 def test_cache_dir_is_keyed_by_versions(monkeypatch, tmp_path):
     import tvm
     import tvm_ffi
-    monkeypatch.delenv(device.ENV_RUNTIME_DIR, raising=False)
-    monkeypatch.setenv(device.ENV_CACHE, str(tmp_path))
-    assert device.runtime_dir() == tmp_path / f"arm-runtime-tvm{tvm.__version__}-ffi{tvm_ffi.__version__}"
-    assert device.runtime_info() is None  # empty cache: not set up
+    monkeypatch.delenv(runtime.ENV_RUNTIME_DIR, raising=False)
+    monkeypatch.setenv(runtime.ENV_CACHE, str(tmp_path))
+    assert runtime.runtime_dir() == tmp_path / f"arm-runtime-tvm{tvm.__version__}-ffi{tvm_ffi.__version__}"
+    assert runtime.runtime_info() is None  # empty cache: not set up
 
 
 # ------------------------------------------------------------------------------ emulated device
@@ -126,21 +126,21 @@ def test_cache_dir_is_keyed_by_versions(monkeypatch, tmp_path):
 def test_setup_builds_aarch64_runtime_and_caches(arm_runtime):
     info = arm_runtime
     for key in ("runtime", "ffi", "server"):
-        assert device.elf_machine(info[key]) == device.EM_AARCH64 == 183, info[key]
+        assert runtime.elf_machine(info[key]) == runtime.EM_AARCH64 == 183, info[key]
     assert os.access(info["server_command"], os.X_OK)
     wrapper = open(info["server_command"]).read()
     assert "qemu-aarch64" in wrapper and info["sysroot"] in wrapper
     assert os.path.exists(os.path.join(info["sysroot"], "lib", "ld-linux-aarch64.so.1"))
-    stamp = device.runtime_info()
-    assert stamp["tvm"] == info["tvm"] and stamp["recipe"] == device.RECIPE_VERSION
+    stamp = runtime.runtime_info()
+    assert stamp["tvm"] == info["tvm"] and stamp["recipe"] == runtime.RECIPE_VERSION
     t0 = time.time()
-    again = device.setup(verbose=False)
+    again = runtime.setup(verbose=False)
     assert again["cached"] and again["runtime_dir"] == info["runtime_dir"]
     assert time.time() - t0 < 30
 
 
 def test_cli_entry_on_cached_runtime(arm_runtime, capsys):
-    assert device.main(["--quiet"]) == 0
+    assert runtime.main(["--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["cached"] and out["runtime_dir"] == arm_runtime["runtime_dir"]
 
@@ -165,12 +165,12 @@ def _conv_mod(n=1, cin=8, hw=16, cout=16, k=3, pad=1):
 
 def test_vadd_neon_runs_on_emulated_device(arm_session, tmp_path):
     import tvm
-    lib = tvm.compile(_vadd(), target=tvm.target.Target(device.default_target()))
-    path = device.export_library(lib, tmp_path / "vadd.so")
-    assert device.elf_machine(path) == device.EM_AARCH64
+    lib = tvm.compile(_vadd(), target=tvm.target.Target(runtime.default_target()))
+    path = runtime.export_library(lib, tmp_path / "vadd.so")
+    assert runtime.elf_machine(path) == runtime.EM_AARCH64
     asm = _objdump(path)
     assert NEON.search(asm), "no NEON vector instruction in the vector add"
-    mod = device.load_module(arm_session, path)
+    mod = arm.load_module(arm_session, path)
     dev = arm_session.cpu()
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(1024).astype("float32"), rng.standard_normal(1024).astype("float32")
@@ -183,10 +183,10 @@ def test_conv2d_runs_on_emulated_device(arm_session, tmp_path):
     import torch
     import tvm
     mod, out_shape = _conv_mod()
-    lib = tvm.compile(mod, target=tvm.target.Target(device.default_target()))
-    path = device.export_library(lib, tmp_path / "conv.so")
+    lib = tvm.compile(mod, target=tvm.target.Target(runtime.default_target()))
+    path = runtime.export_library(lib, tmp_path / "conv.so")
     assert NEON.search(_objdump(path)), "no NEON vector instruction in the conv2d"
-    rt = device.load_module(arm_session, path)
+    rt = arm.load_module(arm_session, path)
     dev = arm_session.cpu()
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 8, 16, 16)).astype("float32")
@@ -216,10 +216,10 @@ def test_relax_vm_runs_on_emulated_device(arm_session, tmp_path):
             y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=1))
             out = bb.emit_output(bb.emit(relax.op.nn.relu(y)))
         bb.emit_func_output(out)
-    ex = tvm.compile(bb.get(), target=tvm.target.Target(device.default_target()))
-    path = device.export_library(ex, tmp_path / "relax.so")
+    ex = tvm.compile(bb.get(), target=tvm.target.Target(runtime.default_target()))
+    path = runtime.export_library(ex, tmp_path / "relax.so")
     dev = arm_session.cpu()
-    vm = relax.VirtualMachine(device.load_module(arm_session, path), dev)
+    vm = relax.VirtualMachine(arm.load_module(arm_session, path), dev)
     xv = rng.standard_normal((1, 4, 8, 8)).astype("float32")
     got = vm["main"](tvm.runtime.tensor(xv, dev)).numpy()
     ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(xv), torch.from_numpy(w), padding=1)).numpy()
@@ -246,14 +246,14 @@ def test_rpc_and_tracker_paths_on_loopback(tmp_path, monkeypatch):
 
     def check(sess):
         dev = sess.cpu()
-        m = device.load_module(sess, path)
+        m = arm.load_module(sess, path)
         c = tvm.runtime.empty((64,), "float32", dev)
         m["main"](tvm.runtime.tensor(a, dev), tvm.runtime.tensor(a, dev), c)
         np.testing.assert_array_equal(c.numpy(), 2 * a)
 
     server = rpc.Server(host="127.0.0.1", port=9190, port_end=9290)
     try:
-        check(device.open_session(rpc=f"127.0.0.1:{server.port}"))
+        check(arm.open_session(rpc=f"127.0.0.1:{server.port}"))
     finally:
         server.terminate()
     tracker = Tracker(host="127.0.0.1", port=9300, port_end=9400)
@@ -261,7 +261,7 @@ def test_rpc_and_tracker_paths_on_loopback(tmp_path, monkeypatch):
                         tracker_addr=("127.0.0.1", tracker.port))
     try:
         time.sleep(1.0)  # let the server register
-        check(device.open_session(tracker=f"127.0.0.1:{tracker.port}", key="convtvm-test"))
+        check(arm.open_session(tracker=f"127.0.0.1:{tracker.port}", key="convtvm-test"))
     finally:
         server.terminate()
         tracker.terminate()
@@ -289,7 +289,7 @@ def test_efficientnet_v2_s_runs_on_emulated_device(arm_runtime, tmp_path, seed):
     t0 = time.time()
     net = network.compile_model(model, [x], target="arm")
     print(f"\ncompile for arm: {time.time() - t0:.1f}s {net!r}")
-    assert net.target.kind == "arm" and net.target.is_remote
+    assert net.target.kind == "arm" and not net.target.backend.runs_in_process()
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     assert net.lowered_ops["relax.nn.conv2d"] == convs
     with torch.no_grad():
@@ -304,7 +304,7 @@ def test_efficientnet_v2_s_runs_on_emulated_device(arm_runtime, tmp_path, seed):
     tol = max(1e-3, 5 * _rel_err(ref, r64))
     assert _rel_err(y.numpy().astype(np.float64), r64) <= tol
     path = net.export(tmp_path / "effnet_arm.so")
-    assert device.elf_machine(path) == 183  # EM_AARCH64
+    assert runtime.elf_machine(path) == 183  # EM_AARCH64
     manifest = json.loads(open(path + ".json").read())
     assert manifest["kind"] == "model" and manifest["target"]["kind"] == "arm"
     again = convtvm.load(path)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import convtvm
-from convtvm import cuda, suites
+from convtvm import suites
+from convtvm.backends import cuda_tools as cuda
 from conftest import rel_err
 
 TOL = 1e-4
@@ -70,10 +71,9 @@ def test_fallback_is_a_real_gpu_schedule(built):
     src = cuda.source(built["conv2d"])
     assert "conv_local" in src and src.count("__global__") == 2  # declaration + definition: one kernel
     assert "bias_ptr" in src
-    from convtvm import fallback
     from convtvm.targets import resolve
     info = resolve("cuda")
-    mod = fallback.apply(REPS["conv2d"].prim_func(), "cuda", info.config["fallback"], info.target)
+    mod = info.backend.fallback(REPS["conv2d"].prim_func(), info)
     script = mod.script()
     assert 'scope="local"' in script and "threadIdx.x" in script and "blockIdx.x" in script
     assert mod["main"].attrs["tirx.is_scheduled"]

@@ -2,13 +2,12 @@
 (``parallel_min_work`` in schedules/<target>.json): a small op runs on one thread."""
 
 import convtvm
-from convtvm import fallback
 from convtvm.targets import resolve
 
 
 def _parallel_loops(w) -> int:
     info = resolve("x86")
-    mod = fallback.apply(w.prim_func(), "x86", info.config["fallback"], info.target)
+    mod = info.backend.fallback(w.prim_func(), info)
     return mod.script().count("T.parallel(")
 
 

@@ -240,7 +240,7 @@ def test_export_failure_leaves_nothing_behind(tmp_path, monkeypatch):
             f.write(b"half a library")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(convtvm.module, "write_library", broken)
+    monkeypatch.setattr(convtvm.exports, "write_library", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         m.export(tmp_path / "conv.so")
     assert list(tmp_path.iterdir()) == []

@@ -127,7 +127,7 @@ missing = [m for m in ("tvm_ffi", "tvm", "xgboost", "scipy", "numpy", "ml_dtypes
 if missing:
     sys.exit(f"  missing: {', '.join(missing)}: carry build/gpu (tools/pack_tvm_for_gpu.sh; --with-scipy for scipy)")
 import tvm, tvm_ffi
-from convtvm import cuda
+from convtvm.backends import cuda_tools as cuda
 print("  tvm", tvm.__version__, "tvm_ffi", tvm_ffi.__version__, "from", tvm.__file__)
 print("  compiler:", cuda.compiler(), "nvcc", cuda.find_nvcc())
 arch = cuda.device_arch()
@@ -144,7 +144,7 @@ env_or_die() {
   [ -f "$GPU_HOME/env.sh" ] || { echo "run setup first (bash tools/gpu_session.sh setup)" >&2; return 1; }
   # shellcheck disable=SC1091
   . "$GPU_HOME/env.sh"
-  ARCH=${CUDA_ARCH:-$(python -c 'from convtvm import cuda; print(cuda.device_arch() or "sm_90")')}
+  ARCH=${CUDA_ARCH:-$(python -c 'from convtvm.backends import cuda_tools; print(cuda_tools.device_arch() or "sm_90")')}
   LOG=${LOG:-tuning_logs/cuda-${ARCH/_/}}
 }
 

@@ -60,7 +60,7 @@ echo "downloading cp312 wheels: ${PKGS[*]}"
 
 # 3. a minimal nvcc toolchain (the GPU machine may have none) + libcudart.so.13
 if [ "$WITH_NVCC" = 1 ]; then
-  NVCC=$("$PY" -c 'from convtvm import cuda; print(cuda.find_nvcc() or "")')
+  NVCC=$("$PY" -c 'from convtvm.backends import cuda_tools; print(cuda_tools.find_nvcc() or "")')
   [ -n "$NVCC" ] || { echo "no nvcc here to pack (use --no-nvcc)" >&2; exit 1; }
   # resolve wrappers such as /usr/local/bin/nvcc -> exec /usr/local/cuda-13.0/bin/nvcc
   if head -c 2 "$NVCC" | grep -q '#!'; then NVCC=$(grep -o '/[^ ]*/bin/nvcc' "$NVCC" | head -1); fi

@@ -29,8 +29,8 @@ def bench_model(name: str, input_size: int, target_info, log=None, rounds: int =
     Raises ValueError for a target that does not run on this machine."""
     import torch
     info = resolve(target_info)
-    if info.is_remote:
-        raise ValueError(f"bench runs on this machine; target {info.kind} is not local here")
+    if not info.backend.runs_in_process():
+        raise ValueError(f"bench runs on this machine; target {info.kind} does not run here")
     threads = same_threads()
     model, x = model_and_input(name, input_size, batch)
     with torch.no_grad():

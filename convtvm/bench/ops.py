@@ -43,8 +43,8 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
     result's ``torch_call_floor_ms`` is torch's fixed cost per call.
     Raises: ValueError for a target that does not run on this machine."""
     info = resolve(target)
-    if info.is_remote:
-        raise ValueError(f"bench runs on this machine; target {info.kind} is not local here")
+    if not info.backend.runs_in_process():
+        raise ValueError(f"bench runs on this machine; target {info.kind} does not run here")
     threads = same_threads()
     rows = []
     for name, w in workloads.items():

@@ -39,9 +39,6 @@ TIMED_AS = {
     "torch_prepacked": "the same, TorchScript-frozen with optimize_for_inference (oneDNN prepacked weights)",
 }
 
-FLOPS_PER_CYCLE = {"x86": 32, "arm": 8}  # per core: AVX2 2 FMA x 8 fp32 x 2; NEON 1 FMA x 4 x 2
-AVX512_FLOPS_PER_CYCLE = 64  # 2 FMA x 16 fp32 x 2 (Zen 5; Zen 4, CPU family 25, splits each in two: 32)
-
 
 def _cpuinfo() -> list[str]:
     try:
@@ -74,15 +71,15 @@ def vector_isa() -> str | None:
 
 def peak_gflops(kind: str, cores: int) -> float | None:
     """fp32 FMA peak of ``cores`` CPU cores at the clock /proc/cpuinfo reports (nominal; a boost runs
-    above it); None for a target kind without a per-cycle figure or without a clock."""
+    above it); None for a target kind without a per-cycle figure (its backend's ``flops_per_cycle``)
+    or without a clock."""
+    from .. import backends
     info = _cpuinfo()
     mhz = [float(ln.split(":")[1]) for ln in info if ln.startswith("cpu MHz")]
-    if kind not in FLOPS_PER_CYCLE or not mhz:
-        return None
-    per_cycle = FLOPS_PER_CYCLE[kind]
     field = {ln.split(":")[0].strip(): ln.split(":", 1)[1].split() for ln in info if ":" in ln}
-    if kind == "x86" and "avx512f" in field.get("flags", []) and field.get("cpu family") != ["25"]:
-        per_cycle = AVX512_FLOPS_PER_CYCLE
+    per_cycle = backends.get(kind).flops_per_cycle(field) if kind in backends.KINDS else None
+    if per_cycle is None or not mhz:
+        return None
     return round(cores * max(mhz) / 1e3 * per_cycle, 1)
 
 

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from collections import Counter
 
 from ..metrics import TOLERANCE, close
 from ..records import defaults
-from ..module import _tvm_version
+from ..exports import tvm_version
 from ..targets import TargetInfo, check_target_options, resolve
 from .importer import import_torch, in_eval
 from .passes import index_bounds, safe_takes
@@ -34,7 +33,7 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **targe
     """Compile a torch.nn.Module for ``example_inputs``' shapes into one executable: its inference.
 
     x86 runs here; "arm" cross-compiles for aarch64 and runs on the ARM device (the emulated one
-    unless ``convtvm.devices.set_arm_remote`` names a board); "cuda" builds here (nvcc) and runs
+    unless ``convtvm.backends.arm.set_remote`` names a board); "cuda" builds here (nvcc) and runs
     where a GPU is. ``target_options``: arm_cpu, cuda_arch, num_cores (any other keyword is a
     ValueError). ``tuning_log``: None for the default records, False for the untuned schedules, or a
     tuning log folder. Returns a ``Model``.
@@ -53,9 +52,7 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **targe
     import tvm
     check_target_options(target_options, "compile_model", ("module", "example_inputs", "target", "tuning_log"))
     info = resolve(target, **target_options)
-    if info.kind == "cuda":
-        from .. import cuda
-        cuda.register()  # device code compiled ahead of time, for the target's arch
+    info.backend.prepare()  # e.g. CUDA: device code compiled ahead of time, for the target's arch
     example_inputs = list(example_inputs)
     times = {}
     t0 = time.time()
@@ -87,7 +84,7 @@ def _build(mod, how, info: TargetInfo, example_inputs, lowered, bounds, times) -
     import tvm
     t0 = time.time()
     outputs = _tensor_specs(mod["main"].ret_ty)
-    ex = tvm.compile(mod, target=_with_host(info), relax_pipeline=_vm_pipeline(info))
+    ex = tvm.compile(mod, target=info.backend.vm_target(info), relax_pipeline=_vm_pipeline(info))
     times["build_s"] = time.time() - t0
     inputs = [{"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")} for x in example_inputs]
     net = Model(ex, info, inputs, outputs, dict(lowered), dict(how), index_bounds=bounds)
@@ -107,18 +104,10 @@ def _matches_torch(net: Model, module, example_inputs, tol: float = TOLERANCE) -
     return all(close(g, r, tol) for g, r in zip(got, ref))
 
 
-def _with_host(info: TargetInfo):
-    import tvm
-    if info.kind != "cuda":
-        return info.target
-    return tvm.target.Target({**json.loads(info.target_json), "host": {"kind": "llvm"}})
-
-
 def _vm_pipeline(info: TargetInfo):
     import tvm
-    from tvm.relax.backend import cpu_generic, cuda
-    backend = cuda if info.kind == "cuda" else cpu_generic
-    target = _with_host(info)
+    backend = info.backend.relax_backend()
+    target = info.backend.vm_target(info)
     return tvm.transform.Sequential(backend.pipeline.dataflow_lower_passes(target)
                                     + backend.pipeline.finalize_passes(target))
 
@@ -132,12 +121,11 @@ def _tensor_specs(ty) -> list:
 def load_model(path, manifest: dict) -> Model:
     """The Model exported at ``path`` with its ``manifest`` (``convtvm.load`` has checked its sha256).
     Raises ValueError when it was exported with another TVM version."""
-    from ..devices import load_library
-    if manifest.get("tvm") != _tvm_version():
-        raise ValueError(f"{path}: exported with TVM {manifest.get('tvm')}, this is TVM {_tvm_version()}")
+    if manifest.get("tvm") != tvm_version():
+        raise ValueError(f"{path}: exported with TVM {manifest.get('tvm')}, this is TVM {tvm_version()}")
     info = resolve(manifest["target"]["tvm_target"])
     with _drop_scope_warnings():
-        lib = load_library(info, str(path))
+        lib = info.backend.load(info, str(path))
     return Model(lib, info, manifest["inputs"], manifest["outputs"], manifest.get("lowered_ops", {}),
                  manifest.get("schedules", {}), str(path), index_bounds=manifest.get("index_bounds"))
 

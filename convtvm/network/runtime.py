@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..module import export_with_manifest
+from ..exports import export_with_manifest
 from ..targets import TargetInfo
 from .schedule import is_reduction
 
@@ -39,17 +39,7 @@ class Model:
         return self._vm
 
     def _open(self):
-        import tvm
-        from tvm import relax
-        if self.target.kind == "cuda":
-            from ..devices import cuda_device
-            dev = cuda_device()
-            return relax.VirtualMachine(self.lib, dev), dev
-        if not self.target.is_remote:
-            return relax.VirtualMachine(self.lib, tvm.cpu()), tvm.cpu()
-        from ..devices import arm_remote_library
-        lib, dev = arm_remote_library(self)
-        return relax.VirtualMachine(lib, dev), dev
+        return self.target.backend.open_vm(self)
 
     def run(self, *arrays) -> list:
         """numpy arrays in, list of numpy arrays out. An input that indexes a table must hold indices
@@ -58,12 +48,7 @@ class Model:
         check_indices(self.index_bounds, arrays)
         vm = self.vm
         args = [tvm.runtime.tensor(np.ascontiguousarray(a), self._dev) for a in arrays]
-        if self.target.kind == "arm" and self.target.is_remote:  # a remote VM returns remote objects
-            vm.set_input("main", *args)
-            vm.invoke_stateful("main")
-            out = vm.get_outputs("main")
-        else:
-            out = vm["main"](*args)
+        out = self.target.backend.call_vm(vm, args)
         return [o.numpy() for o in _flatten(out)]
 
     def __call__(self, *xs):
@@ -90,7 +75,7 @@ class Model:
         (an in-memory model: ``self.tir``)."""
         import tvm
         from tvm import relax
-        if self.target.is_remote or self.target.kind == "cuda":
+        if not self.target.backend.runs_in_process():
             raise ValueError(f"profile runs on this machine's CPU; this model's target is {self.target.kind}")
         xs = [x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x) for x in xs]
         check_indices(self.index_bounds, xs)

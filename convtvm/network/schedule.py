@@ -118,11 +118,10 @@ def prepack_weights(mod, info: TargetInfo):
 
 def _schedule_one(func, info: TargetInfo, cfg):
     """convtvm's fallback schedule; for a structure it does not handle, a generic one."""
-    from .. import fallback
-    if info.kind == "cuda":  # its rules end with dlight's Fallback, which binds any loop nest to threads
-        return fallback.apply(func, info.kind, cfg, info.target)["main"], "fallback"
+    if info.backend.fallback_is_total:  # e.g. CUDA's rules end with dlight's Fallback, binding any loop nest
+        return info.backend.fallback(func, info)["main"], "fallback"
     try:
-        return fallback.apply(func, info.kind, cfg, info.target)["main"], "fallback"
+        return info.backend.fallback(func, info)["main"], "fallback"
     except Exception:  # noqa: BLE001 - e.g. TVM cannot inline a broadcasting epilogue (SE scale)
         return _generic(func, cfg), "generic"
 

@@ -62,7 +62,7 @@ def default_schedule(w: Workload, info: TargetInfo) -> Schedule:
             if mod is not None:
                 donor = TuningLog(log).carried().get(w.key) if log == mine else None
                 return Schedule(mod, "carried over" if donor else "tuned", str(SHIPPED / donor if donor else log))
-    if info.kind == "x86" and not info.is_remote and shipped_log(info) is None:
+    if info.backend.carries_records() and shipped_log(info) is None:
         for donor in donor_logs(info):
             mod = carry_over(w, info, donor)
             if mod is not None:
@@ -77,7 +77,7 @@ def network_logs(info: TargetInfo) -> list[tuple[Path, bool]]:
     this CPU and then checks, by running the network, against torch."""
     logs = [(log, False) for log in (user_log(info), shipped_log(info))
             if log is not None and TuningLog(log).record_file.is_file()]
-    if info.kind == "x86" and not info.is_remote and shipped_log(info) is None:
+    if info.backend.carries_records() and shipped_log(info) is None:
         logs += [(donor, True) for donor in donor_logs(info)[:1]]
     return logs
 

@@ -49,7 +49,7 @@ def best_record(w: Workload, info: TargetInfo, log):
         mine = target_key(json.loads(info.target_json))
         records = [r for r in db.get_top_k(db.commit_workload(mod), 1 << 30)
                    if target_key(r.target.export()) == mine and r.run_secs]
-        check = info.kind == "x86" and not info.is_remote
+        check = info.backend.verifies_records()
         for r in records:
             try:
                 if not check or _reproduces_torch(w, info, mod, r):

@@ -82,7 +82,7 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
                 shutil.rmtree(tmp, ignore_errors=True)
                 os._exit(130)
 
-        in_process = not isolated and info.kind == "x86"
+        in_process = not isolated and info.backend.tunes_in_process
         if in_process:
             MEASURED.clear()
             MEASURED.update(_measured_hashes(database, tasks))

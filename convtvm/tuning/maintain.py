@@ -79,7 +79,7 @@ def retarget(src, target, out=None, progress=print) -> int:
     Raises ValueError for another kind of target, a remote one, or the log's own target."""
     src = TuningLog(src)
     have, info = src.target(), resolve(target)
-    if info.kind != have.kind or info.is_remote:
+    if info.kind != have.kind or not info.backend.runs_in_process():
         raise ValueError(f"retarget carries records between CPUs of this machine's kind; {src} is for "
                          f"{have.kind}, target is {info.kind}")
     if target_key(json.loads(have.target_json)) == target_key(json.loads(info.target_json)):
@@ -131,7 +131,7 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: i
 
     def verify(r: Record) -> bool:
         wl, rec = r.workload, r.body
-        if info.is_remote:  # built here, runs elsewhere: nothing to compare with on this machine
+        if not info.backend.runs_in_process():  # built here, runs elsewhere: nothing to compare with on this machine
             return True
         if wl in index:
             if _matches_torch(index[wl], info, wl_lines[wl], rec):
@@ -152,7 +152,7 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: i
     for lst in by_wl.values():
         good = (r for _, r in sorted(lst, key=lambda x: x[0]) if verify(r))
         best = [r for _, r in zip(range(max(keep, retime)), good)]
-        if retime and best and not info.is_remote:
+        if retime and best and info.backend.runs_in_process():
             before = best[0].run_secs
             best = _retimed(info, wl_lines, best)
             progress(f"  workload {best[0].workload}: re-timed its {len(best)} best records here: kept one at "

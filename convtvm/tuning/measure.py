@@ -36,14 +36,8 @@ def make_builder_runner(info: TargetInfo, isolated: bool):
     measure = info.config["tuning"]["measure"]
     evaluator = ms.runner.EvaluatorConfig(number=measure["number"], repeat=measure["repeat"],
                                           min_repeat_ms=measure["min_repeat_ms"], enable_cpu_cache_flush=False)
-    if info.kind == "arm":
-        from ..arm import device
-        from ..devices import ARM_REMOTE
-        return device.make_local_builder(timeout_sec=180), device.make_rpc_runner(**ARM_REMOTE)
-    if isolated or info.kind == "cuda":
-        builder = ms.builder.LocalBuilder(max_workers=os.cpu_count(), timeout_sec=120, initializer=_warm_worker)
-        runner = ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60, initializer=_warm_worker)
-        return builder, runner
+    if isolated or not info.backend.tunes_in_process:
+        return info.backend.builder_runner(evaluator, initializer=_warm_worker)
     return InProcessBuilder(info.target), InProcessRunner(evaluator)
 
 
@@ -140,18 +134,13 @@ def _rules(cfg: dict):
             ms.schedule_rule.RandomComputeLocation()]
 
 
-# tensor intrinsics each CPU search space may ask for: TVM's defaults for a CPU with AVX-512 VNNI
-# (Zen 4/5, Intel since Cascade Lake) build an int8 dot-product rule, its ARM ones check NEON dot products
-_INTRINSICS = {"x86": ("x86",), "arm": ("arm_cpu",)}
-
-
 @contextlib.contextmanager
 def skip_tensor_intrinsics(info: TargetInfo):
     """TuneContext imports every tensor intrinsic of every target (CUDA, ROCm, Hexagon, ...):
     ~50 s on a 2-core machine. While the contexts are built, a stand-in package loads only the
     intrinsics this target's search space can use."""
     name = "tvm.s_tir.tensor_intrin"
-    if name in sys.modules or info.kind not in _INTRINSICS:
+    if name in sys.modules or info.backend.tensor_intrinsics is None:
         yield
         return
     import importlib.util
@@ -159,7 +148,7 @@ def skip_tensor_intrinsics(info: TargetInfo):
     stub.__path__ = [os.path.dirname(importlib.util.find_spec(name).origin)]
     sys.modules[name] = stub
     try:
-        for sub in _INTRINSICS[info.kind]:
+        for sub in info.backend.tensor_intrinsics:
             importlib.import_module(f"{name}.{sub}")
         yield
     finally:

@@ -154,7 +154,7 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
 
     from ..tuning.maintain import prune
     info = resolve(target_info)
-    if info.is_remote or info.kind == "cuda":
+    if not info.backend.runs_in_process():
         raise ValueError(f"pick_in_network profiles on this machine's CPU; target {info.kind} does not run here")
     log = TuningLog(log).check(info, must_exist=True)
     if int(candidates) < 1 or int(rounds) < 1:

@@ -121,7 +121,7 @@ def sweep(log, mod, *, name: str = "task", keep: int = 2, rounds: int = 7, rows=
     from ..timing import time_interleaved
     log = TuningLog(log)
     info = log.target()
-    if info.is_remote or info.kind == "cuda":
+    if not info.backend.runs_in_process():
         raise ValueError(f"the sweep times kernels on this machine's CPU; {log} is for {info.kind}")
     if int(keep) < 1 or int(rounds) < 1:
         raise ValueError(f"keep={keep} and rounds={rounds} must be positive")

@@ -1,4 +1,4 @@
-"""CUDA specifics: which compiler turns TVM's generated CUDA C into device code, for which
+"""CUDA tools: which compiler turns TVM's generated CUDA C into device code, for which
 architecture, and how the compiled kernels travel inside an exported module.
 
 Compiler. convtvm compiles ahead of time with **nvcc** (``CONVTVM_CUDA_COMPILER=nvcc``, the

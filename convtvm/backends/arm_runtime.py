@@ -1,26 +1,18 @@
-"""The emulated aarch64 device: a cross-built TVM runtime + minrpc server run under qemu-user.
+"""The aarch64 toolchain and the emulated device's runtime: a cross-built TVM runtime and minrpc
+server run under qemu-user. Sessions and running live in :mod:`convtvm.backends.arm`.
 
-    from convtvm.arm import device
-    device.setup()                              # once: cross-build the runtime (cached)
-    sess = device.open_session()                # emulated device (or rpc="HOST:PORT" / tracker=..., key=...)
-    device.export_library(lib, "/tmp/k.so")     # lib = tvm.compile(mod, target=device.default_target())
-    mod = device.load_module(sess, "/tmp/k.so")
-    mod["main"](*[tvm.runtime.tensor(x, sess.cpu()) for x in ...])
+    from convtvm.backends import arm_runtime
+    arm_runtime.setup()                          # once: cross-build the runtime (cached)
+    lib = tvm.compile(mod, target=arm_runtime.default_target())
+    arm_runtime.export_library(lib, "/tmp/k.so") # cross-linked with aarch64-linux-gnu-g++
 
 `setup()` needs the Debian packages in APT_PACKAGES (cross g++, binutils, qemu-user) and PyPI
 (the aarch64 apache-tvm-ffi wheel).  It builds `libtvm_runtime.so` for aarch64 from the runtime
 sources that ship in the installed apache-tvm wheel, plus the compatibility headers in
 third_party/tvm/ (the wheel lacks them), and TVM's minrpc popen server.  Everything lands in
 `runtime_dir()`, keyed by the host's TVM and tvm-ffi versions, so a second setup is a cache hit.
-
-The minrpc server runs as a child of this process (tvm.rpc.PopenSession over pipes): nothing
-listens on a port, and since qemu-user shares the host filesystem modules are loaded by path.
-
-MetaSchedule: `make_rpc_runner()` gives an RPCRunner measuring on the emulated device through the
-module-level hooks `ms_create_session` / `ms_upload_module` / `ms_cleanup`; pair it with
-`LocalBuilder(f_export=ms_export)`.
+`python -m convtvm.backends.arm_runtime [--force] [--jobs N] [--quiet]` runs `main`.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -51,7 +43,7 @@ TOOL_PACKAGES = {CROSS_CXX: "g++-aarch64-linux-gnu", CROSS_OBJDUMP: "binutils-aa
 #: libstdc++6-arm64-cross, pulled in by g++-aarch64-linux-gnu); qemu-aarch64 -L points here.
 SYSROOT_CANDIDATES = ("/usr/aarch64-linux-gnu",)
 SETUP_COMMAND = "convtvm device setup arm-emulated"
-SETUP_PYTHON = "python -c 'import convtvm.arm; convtvm.arm.setup()'"
+SETUP_PYTHON = "python -m convtvm.backends.arm_runtime"
 
 ENV_CACHE = "CONVTVM_CACHE"                 # cache root (default ~/.cache/convtvm)
 ENV_RUNTIME_DIR = "CONVTVM_ARM_RUNTIME_DIR"  # use exactly this runtime dir (set for MS workers)
@@ -74,7 +66,7 @@ STAMP = "stamp.json"
 #: EM_AARCH64 in the ELF header's e_machine.
 EM_AARCH64 = 183
 
-_PREFIX = "[convtvm.arm]"
+_PREFIX = "[convtvm arm]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,187 +518,6 @@ def export_library(lib, path) -> str:
     path = str(path)
     lib.export_library(path, fcompile=cross_compiler())
     return path
-
-
-# ---------------------------------------------------------------------------------------------
-# sessions
-
-
-def _check_remote_args(rpc, tracker, key) -> None:
-    if rpc and tracker:
-        raise ValueError("give either rpc=HOST:PORT or tracker=HOST:PORT (with key), not both")
-    if tracker and not key:
-        raise ValueError("tracker=HOST:PORT needs key=DEVICE_KEY")
-
-
-def _split_addr(addr: str, what: str) -> tuple[str, int]:
-    host, sep, port = str(addr).rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"{what} must be HOST:PORT, got {addr!r}")
-    return host, int(port)
-
-
-def _emulated_session(setup_if_needed: bool):
-    from tvm import rpc
-    if runtime_info() is None:
-        if not setup_if_needed:
-            raise RuntimeError(f"the emulated aarch64 device is not set up (no runtime in {runtime_dir()}): "
-                               f"run `{SETUP_COMMAND}` (or {SETUP_PYTHON})")
-        try:
-            setup(verbose=True)
-        except RuntimeError as e:
-            raise RuntimeError(f"could not set up the emulated aarch64 device: {e}\n"
-                               f"Fix the above, then run `{SETUP_COMMAND}`.") from e
-    return rpc.PopenSession(server_command())
-
-
-def is_emulated(session) -> bool:
-    """Whether session is an emulated-device (minrpc popen) session opened here."""
-    return bool(getattr(session, "_convtvm_emulated", False))
-
-
-def open_session(rpc: str | None = None, tracker: str | None = None, key: str | None = None,
-                 session_timeout: float = 0, setup_if_needed: bool = True):
-    """A tvm.rpc session on an aarch64 device.
-
-    - no arguments: the emulated device (qemu-user + minrpc server over pipes; set up if needed);
-    - rpc="HOST:PORT": a TVM RPC server (tvm.rpc.connect);
-    - tracker="HOST:PORT", key=KEY: a device from an RPC tracker (connect_tracker(...).request(key))."""
-    from tvm import rpc as tvm_rpc
-    _check_remote_args(rpc, tracker, key)
-    if tracker:
-        host, port = _split_addr(tracker, "tracker")
-        return tvm_rpc.connect_tracker(host, port).request(key, session_timeout=session_timeout)
-    if rpc:
-        host, port = _split_addr(rpc, "rpc")
-        return tvm_rpc.connect(host, port, key=key or "", session_timeout=session_timeout)
-    if key:
-        raise ValueError("key= is only meaningful with tracker=HOST:PORT")
-    sess = _emulated_session(setup_if_needed)
-    sess._convtvm_emulated = True
-    return sess
-
-
-def load_module(session, path):
-    """Load an exported aarch64 library into session.
-
-    The emulated device shares this machine's filesystem and its minrpc server has no upload
-    area, so the library is loaded by absolute path; a real remote gets it uploaded first."""
-    path = os.path.abspath(str(path))
-    if is_emulated(session):
-        return session.get_function("ffi.ModuleLoadFromFile")(path)
-    name = os.path.basename(path)
-    session.upload(path, name)
-    return session.load_module(name)
-
-
-# ---------------------------------------------------------------------------------------------
-# MetaSchedule hooks (module-level so RPCRunner / LocalBuilder workers can unpickle them)
-
-
-def ms_create_session(rpc_config):
-    """RPCRunner f_create_session: a fresh emulated-device session (never builds in a worker)."""
-    return open_session(setup_if_needed=False)
-
-
-def ms_connect_server(rpc_config):
-    """RPCRunner f_create_session for a direct TVM RPC server at tracker_host:tracker_port."""
-    from tvm import rpc as tvm_rpc
-    return tvm_rpc.connect(rpc_config.tracker_host, int(rpc_config.tracker_port),
-                           session_timeout=rpc_config.session_timeout_sec)
-
-
-def ms_upload_module(session, local_path, remote_path):
-    """RPCRunner f_upload_module for the emulated device: load the artifact by absolute path."""
-    return session.get_function("ffi.ModuleLoadFromFile")(os.path.abspath(local_path))
-
-
-def ms_cleanup(session, remote_path):
-    """RPCRunner f_cleanup for the emulated device: nothing was uploaded; the session ends with it."""
-    return None
-
-
-def ms_export(mod) -> str:
-    """LocalBuilder f_export: link the built module for aarch64; returns the .so path."""
-    path = os.path.join(tempfile.mkdtemp(prefix="convtvm_arm_ms_"), "tvm_tmp_mod.so")
-    mod.export_library(path, fcompile=cross_compiler())
-    return path
-
-
-def ms_build(mod, target, _params=None):
-    """LocalBuilder f_build: MetaSchedule's default_build without its `import tvm.s_tir.tensor_intrin`.
-
-    Candidates reach the builder already scheduled (and tensorized), so compiling them needs no
-    intrinsic registry. LocalBuilder starts a fresh worker pool for every batch and once more for
-    its sanity check, so with the default build each batch pays that import (~40 s on 2 idle
-    cores, minutes on busy ones); with ms_build a batch of 4 conv candidates builds in ~12 s.
-    Use the default build + initializer=ms_builder_initializer if a schedule ever needs it."""
-    from tvm.driver import build as tvm_build
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return tvm_build(mod, target=target)
-
-
-def ms_builder_initializer() -> None:
-    """LocalBuilder initializer: import the tensor intrinsics once per worker (a slow import that
-    would otherwise count against the first build's timeout)."""
-    import tvm.s_tir.tensor_intrin  # noqa: F401
-
-
-def make_local_builder(timeout_sec: float = 120, max_workers: int = 1):
-    """A MetaSchedule LocalBuilder for aarch64: f_build=ms_build, f_export=ms_export."""
-    from tvm.s_tir.meta_schedule.builder import LocalBuilder
-    _ensure_importable_in_workers()
-    return LocalBuilder(f_build=ms_build, f_export=ms_export, timeout_sec=timeout_sec,
-                        max_workers=max_workers)
-
-
-_EMULATED_KEY = "convtvm-arm-emulated"
-
-
-def _ensure_importable_in_workers() -> None:
-    """MetaSchedule workers are fresh Pythons: make sure they can import convtvm."""
-    pkg_parent = str(Path(__file__).resolve().parents[2])
-    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if pkg_parent not in parts:
-        os.environ["PYTHONPATH"] = os.pathsep.join([pkg_parent, *parts])
-
-
-def make_rpc_runner(rpc: str | None = None, tracker: str | None = None, key: str | None = None,
-                    timeout: float = 120, evaluator_config=None, max_workers: int = 1,
-                    setup_if_needed: bool = True):
-    """A MetaSchedule RPCRunner measuring on an aarch64 device.
-
-    No arguments: the emulated device (hooks ms_create_session / ms_upload_module / ms_cleanup;
-    the worker processes inherit this environment, so they find the runtime where runtime_dir()
-    says, as here). rpc=HOST:PORT:
-    a TVM RPC server; tracker=HOST:PORT + key: a tracker. timeout: seconds per measurement
-    (RPCConfig.session_timeout_sec). Use with LocalBuilder(f_export=ms_export)."""
-    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, RPCConfig, RPCRunner
-    _ensure_importable_in_workers()
-    _check_remote_args(rpc, tracker, key)
-    if tracker:
-        host, port = _split_addr(tracker, "tracker")
-        cfg = RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key, session_timeout_sec=timeout)
-        return RPCRunner(cfg, evaluator_config=evaluator_config, max_workers=max_workers)
-    if rpc:
-        host, port = _split_addr(rpc, "rpc")
-        cfg = RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key or "server",
-                        session_timeout_sec=timeout)
-        return RPCRunner(cfg, evaluator_config=evaluator_config, f_create_session=ms_connect_server,
-                         max_workers=max_workers)
-    if runtime_info() is None:
-        if not setup_if_needed:
-            raise RuntimeError(f"the emulated aarch64 device is not set up: run `{SETUP_COMMAND}`")
-        setup(verbose=True)
-    # tracker fields are only sanity-checked: ms_create_session does not use a tracker
-    cfg = RPCConfig(tracker_host="localhost", tracker_port=1, tracker_key=_EMULATED_KEY,
-                    session_timeout_sec=timeout)
-    if evaluator_config is None:
-        # emulated timings only rank candidates roughly; keep each measurement short
-        evaluator_config = EvaluatorConfig(number=1, repeat=1, min_repeat_ms=0, enable_cpu_cache_flush=False)
-    return RPCRunner(cfg, evaluator_config=evaluator_config, f_create_session=ms_create_session,
-                     f_upload_module=ms_upload_module, f_cleanup=ms_cleanup, max_workers=max_workers)
 
 
 if __name__ == "__main__":
