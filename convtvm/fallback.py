@@ -16,7 +16,7 @@ from __future__ import annotations
 import tvm
 from tvm.s_tir import Schedule, ScheduleError
 
-_REDUCE = 2  # IterVar.CommReduce
+REDUCE = 2  # IterVar.CommReduce: the iter_type of a reduction axis
 
 
 def gpu(func, cfg: dict, target) -> tvm.IRModule:
@@ -84,13 +84,13 @@ def _gpu_direct(func, knobs, target):
     dlight's cross-thread Reduction rule fits those better)."""
     sch = Schedule(tvm.IRModule({"main": func}))
     root = sch.get_sblock("root")
-    reductions = [b for b in sch.get_child_blocks(root) if _is_reduction(sch, b)]
+    reductions = [b for b in sch.get_child_blocks(root) if is_reduction(sch, b)]
     if not reductions:
         return None
     for red in reductions:
         outputs, reduced = 1, 1
         for iv in sch.get(red).iter_vars:
-            if iv.iter_type == _REDUCE:
+            if iv.iter_type == REDUCE:
                 reduced *= int(iv.dom.extent)
             else:
                 outputs *= int(iv.dom.extent)
@@ -121,12 +121,12 @@ def _gpu_tile_reduction(sch, red, wb, knobs, threads: int) -> None:
     loops = sch.get_loops(red)
     ivs = list(sch.get(red).iter_vars)
     kinds = [iv.iter_type for iv in ivs]
-    spatial = [lp for lp, k in zip(loops, kinds) if k != _REDUCE]
-    reduce = [lp for lp, k in zip(loops, kinds) if k == _REDUCE]
+    spatial = [lp for lp, k in zip(loops, kinds) if k != REDUCE]
+    reduce = [lp for lp, k in zip(loops, kinds) if k == REDUCE]
     inner = []
     axis, tile = _gpu_reuse_axis(sch, red, ivs, knobs["channel_tile"]) if len(loops) == len(ivs) else (None, 1)
     if tile > 1:
-        pos = [i for i, k in enumerate(kinds) if k != _REDUCE].index(axis)
+        pos = [i for i, k in enumerate(kinds) if k != REDUCE].index(axis)
         outer, tile_loop = sch.split(spatial[pos], [None, tile])
         spatial[pos] = outer
         inner.append(tile_loop)
@@ -165,7 +165,7 @@ def _gpu_reuse_axis(sch, red, ivs, tiles):
         return n
 
     largest = max(reads, key=size)
-    spatial = [iv for iv in ivs if iv.iter_type != _REDUCE]
+    spatial = [iv for iv in ivs if iv.iter_type != REDUCE]
     for i, iv in enumerate(spatial[:-1]):
         extent = int(iv.dom.extent)
         for tile in tiles:
@@ -185,8 +185,9 @@ def _gpu_reuse_axis(sch, red, ivs, tiles):
     return None, 1
 
 
-def _is_reduction(sch: Schedule, block) -> bool:
-    return any(iv.iter_type == _REDUCE for iv in sch.get(block).iter_vars)
+def is_reduction(sch: Schedule, block) -> bool:
+    """Whether ``block`` reduces over an axis (a convolution's or pool's accumulation)."""
+    return any(iv.iter_type == REDUCE for iv in sch.get(block).iter_vars)
 
 
 def _pick(extent: int, choices) -> int:
@@ -220,7 +221,7 @@ def _inline_producers(sch: Schedule, skip: set, keep) -> None:
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         name = sch.get(block).name_hint
         if name in skip or (keep and name.startswith(keep)) or not sch.get_consumers(block) \
-                or _is_reduction(sch, block):
+                or is_reduction(sch, block):
             continue
         try:
             sch.compute_inline(block)
@@ -239,7 +240,7 @@ def cpu(func, cfg: dict) -> tvm.IRModule:
     (schedules/<target>.json "fallback"). Raises TVM's ScheduleError for a structure it cannot
     schedule (e.g. a broadcasting epilogue it cannot inline)."""
     sch = Schedule(tvm.IRModule({"main": func}))
-    reductions = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if _is_reduction(sch, b)]
+    reductions = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if is_reduction(sch, b)]
     # padding stays a cheap separate pass so that the reductions read without bounds checks
     writebacks, tiled = _accumulate_locally(sch, reductions, keep=("pad", "dilate_pad"))
     elementwise = [b for b in sch.get_child_blocks(sch.get_sblock("root"))
@@ -272,8 +273,8 @@ def _tile_reduction(sch: Schedule, red, wb, cfg) -> None:
     work = _work(sch, red)
     loops = sch.get_loops(red)
     kinds = [iv.iter_type for iv in sch.get(red).iter_vars]
-    spatial = [lp for lp, k in zip(loops, kinds) if k != _REDUCE]
-    reduce = [lp for lp, k in zip(loops, kinds) if k == _REDUCE]
+    spatial = [lp for lp, k in zip(loops, kinds) if k != REDUCE]
+    reduce = [lp for lp, k in zip(loops, kinds) if k == REDUCE]
     extents = [int(sch.get(lp).extent) for lp in spatial]
     lanes = _pick(extents[-1], cfg["vector_lanes"])
     inner = []

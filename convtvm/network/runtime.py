@@ -10,7 +10,7 @@ import numpy as np
 
 from ..exports import export_with_manifest
 from ..targets import TargetInfo
-from .schedule import is_reduction
+from ..fallback import is_reduction
 
 
 class Model:

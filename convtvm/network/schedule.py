@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 from collections import Counter
 
+from ..fallback import REDUCE, is_reduction
 from ..targets import TargetInfo
 from .legalize import convtvm_legalizations, epilogue_legalizations
 from .passes import fold_batchnorm, fold_input_scales
@@ -146,7 +147,7 @@ def _generic(func, cfg):
             continue
         lead = []
         for lp, kind in zip(loops, kinds):
-            if kind == _REDUCE:
+            if kind == REDUCE:
                 break
             lead.append(lp)
         if len(lead) == len(loops):  # elementwise: vectorise the innermost loop
@@ -159,11 +160,3 @@ def _generic(func, cfg):
         if lead:
             sch.parallel(sch.fuse(*lead) if len(lead) > 1 else lead[0])
     return sch.mod["main"]
-
-
-_REDUCE = 2  # IterVar.CommReduce
-
-
-def is_reduction(sch, block) -> bool:
-    """Whether a block of the schedule ``sch`` has a reduction iterator."""
-    return any(iv.iter_type == _REDUCE for iv in sch.get(block).iter_vars)
