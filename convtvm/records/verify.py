@@ -3,7 +3,7 @@
 MetaSchedule can emit a wrong kernel (spatially separable convs got schedules that never write the
 second stage's zero padding, and returned NaNs), so a record is applied only when its kernel
 reproduces the right result on this machine: PyTorch's for a convtvm workload
-(``_reproduces_torch``), the unscheduled TIR's for any other task (``_matches_unscheduled``).
+(``reproduces_torch``), the unscheduled TIR's for any other task (``matches_unscheduled``).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def best_record(w: Workload, info: TargetInfo, log):
         check = info.backend.verifies_records()
         for r in records:
             try:
-                if not check or _reproduces_torch(w, info, mod, r):
+                if not check or reproduces_torch(w, info, mod, r):
                     return r, mod
             except Exception as e:  # noqa: BLE001 - a record that replays but does not build: the next
                 where = _record_line(TuningLog(tmp), lines, mod, r)
@@ -82,7 +82,7 @@ def _record_line(copy: TuningLog, lines: list, mod, record) -> int | None:
         return None
 
 
-def _reproduces_torch(w: Workload, info: TargetInfo, mod, record) -> bool:
+def reproduces_torch(w: Workload, info: TargetInfo, mod, record) -> bool:
     """Build ``mod`` with one record's schedule for this machine and compare its output with PyTorch's
     on random inputs. Raises whatever the build raises (a trace that does not build here)."""
     import numpy as np
@@ -96,15 +96,15 @@ def _reproduces_torch(w: Workload, info: TargetInfo, mod, record) -> bool:
     return close(out.numpy(), w.reference(*xs))
 
 
-def _matches_torch(w: Workload, info: TargetInfo, wl_json, rec_json) -> bool:
+def record_matches_torch(w: Workload, info: TargetInfo, wl_json, rec_json) -> bool:
     """Build one record (its workload line and record body, as JSON) and compare it with PyTorch on
     random inputs."""
     from tvm.s_tir import meta_schedule as ms
     record = ms.database.TuningRecord.from_json(rec_json, ms.database.Workload.from_json(wl_json))
-    return _reproduces_torch(w, info, tuned_ir_module(w, info), record)
+    return reproduces_torch(w, info, tuned_ir_module(w, info), record)
 
 
-def _matches_unscheduled(info: TargetInfo, wl_json, rec_json) -> bool:
+def matches_unscheduled(info: TargetInfo, wl_json, rec_json) -> bool:
     """Build one record of a task that is no convtvm workload (a fused function of a network) and
     compare it with the same TIR unscheduled (plain loops, as written) on random inputs: the schedule
     must not change the result."""

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ..records.log import Record, TuningLog, target_key
-from ..records.verify import _matches_torch, _matches_unscheduled, tuned_ir_module
+from ..records.verify import record_matches_torch, matches_unscheduled, tuned_ir_module
 from ..targets import TargetInfo, resolve
 from .measure import kernel_timer
 
@@ -134,10 +134,10 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: i
         if not info.backend.runs_in_process():  # built here, runs elsewhere: nothing to compare with on this machine
             return True
         if wl in index:
-            if _matches_torch(index[wl], info, wl_lines[wl], rec):
+            if record_matches_torch(index[wl], info, wl_lines[wl], rec):
                 return True
             progress(f"dropped a record of {index[wl]}: its output does not match torch")
-        elif _matches_unscheduled(info, wl_lines[wl], rec):
+        elif matches_unscheduled(info, wl_lines[wl], rec):
             return True
         else:
             progress(f"dropped a record of workload {wl}: its output differs from the unscheduled TIR's")

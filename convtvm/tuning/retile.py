@@ -18,7 +18,7 @@ import math
 import tempfile
 
 from ..records.log import Record, TuningLog
-from ..records.verify import _matches_unscheduled
+from ..records.verify import matches_unscheduled
 from .measure import kernel_timer, make_context, skip_tensor_intrinsics
 
 SPATIAL, REDUCTION = 4, 2  # SamplePerfectTile's n for the S and R loops of SSRSRS
@@ -157,7 +157,7 @@ def sweep(log, mod, *, name: str = "task", keep: int = 2, rounds: int = 7, rows=
     secs = base.mean_secs
     rows_new = []
     for label in better:
-        if not _matches_unscheduled(info, wl_json, recs[label]):
+        if not matches_unscheduled(info, wl_json, recs[label]):
             progress(f"  {label}: differs from the unscheduled TIR, left out")
             continue
         rec = list(recs[label])
