@@ -69,6 +69,10 @@ def _target(args):
 def _workloads(args) -> dict:
     from . import suites
     from .variants import workload
+    given = [g for g, v in (("a variant", getattr(args, "variant", None)), ("--suite", getattr(args, "suite", None)),
+                            ("--file", getattr(args, "file", None))) if v]
+    if len(given) > 1:
+        raise ValueError(f"give one of a variant, --suite or --file, not {' and '.join(given)}")
     if getattr(args, "suite", None):
         return suites.suite(args.suite)
     if getattr(args, "file", None):

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import exports, relayout
 from .records import defaults, verify
+from .records.log import log_argument
 from .targets import TargetInfo, resolve
 from .variants import Workload, from_json
 
@@ -22,6 +23,9 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
     Module's ``schedule`` says which ran ("tuned", "carried over" or "fallback"), ``schedule_source``
     from which log, and ``kernel`` which workload the compiled kernel computes.
     Raises ValueError for a log that is not a folder or is for another target."""
+    if not isinstance(w, Workload):
+        raise TypeError(f"build takes a Workload (convtvm.workload(...)), got {type(w).__name__}")
+    tuning_log = log_argument(tuning_log, "build")
     info = resolve(target, **target_options)
     backend = info.backend
     backend.prepare()

@@ -42,6 +42,8 @@ def one_error_line(capsys, cmd: str) -> str:
     (["build", "--suite", "ansor", "-o", "{tmp}/afile"], "build", "-o {tmp}/afile is a file: give a folder"),
     (["build", *SMALL, "--target", "arm", "--arm-cpu", "notacpu", "-o", "{tmp}/out"], "build",
      "mcpu='notacpu' is not a CPU that LLVM knows for aarch64"),
+    (["build", "conv2d", "--suite", "ansor", "-o", "{tmp}/out"], "build",
+     "give one of a variant, --suite or --file, not a variant and --suite"),
     (["tune", *SMALL, "--trials", "2", "--rpc-tracker", "127.0.0.1:9", "--rpc-key", "x"], "tune",
      "--rpc-tracker, --rpc-key: target x86 runs on this machine, not over RPC"),
 ])

@@ -253,3 +253,37 @@ def test_models_are_reachable_from_the_package_and_load_lazily():
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+NAN_NETS = {
+    "relu": lambda: nn.ReLU(),
+    "conv_relu": lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()),
+    "conv_bn_relu": lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
+    "conv_relu6": lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU6()),
+    "hardtanh": lambda: nn.Hardtanh(-0.5, 0.5),
+    "hardsigmoid": lambda: nn.Hardsigmoid(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NAN_NETS))
+def test_nan_and_inf_in_a_network_propagate_as_in_torch(name, seed):
+    """TVM's ReLU and clip (max/min) dropped a NaN: conv + ReLU gave no NaN output where torch gives 36."""
+    torch.manual_seed(seed)
+    net = NAN_NETS[name]().eval()
+    x = torch.randn(1, 3, 6, 6)
+    x[0, 0, 2, 2], x[0, 1, 0, 0], x[0, 2, 5, 5] = float("nan"), float("inf"), -float("inf")
+    with torch.no_grad():
+        ref = net(x)
+    got = convtvm.compile_model(net, [x])(x)
+    assert torch.isnan(ref).any() and torch.equal(torch.isnan(got), torch.isnan(ref))
+    finite = ~torch.isnan(ref)
+    assert torch.equal(torch.isinf(got[finite]), torch.isinf(ref[finite]))
+    assert torch.allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [[1.0, 2.0], None, "x"])
+def test_a_network_called_with_no_array_names_the_input(bad):
+    x = torch.randn(1, 3, 6, 6)
+    net = convtvm.compile_model(nn.ReLU().eval(), [x])
+    with pytest.raises(TypeError, match=r"input 0 is a \w+: give a torch tensor or a numpy array of shape \(1, 3, 6, 6\)"):
+        net(bad)

@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 import convtvm
 from convtvm import suites
@@ -382,3 +383,20 @@ def test_shipped_records_still_apply():
                     continue
                 mod = tvm.IRModule({"main": w.prim_func(layout_free_weights=True)})
                 assert db.has_workload(mod), f"{log.name}: {key}"
+
+
+@pytest.mark.parametrize("bad", [True, 0, 1, "", "  ", 3.5])
+def test_a_tuning_log_argument_is_none_false_or_a_path(bad):
+    """tuning_log=True or 0 raised a TypeError deep inside, and "" built the fallback silently."""
+    w = convtvm.workload("conv1d", in_channels=2, out_channels=2, input_size=(8,), kernel_size=3)
+    with pytest.raises(ValueError, match=r"build: tuning_log=.* must be None \(the default records\), False"):
+        convtvm.build(w, "x86", tuning_log=bad)
+
+
+def test_build_and_compile_model_name_what_they_take():
+    with pytest.raises(TypeError, match="build takes a Workload"):
+        convtvm.build("conv2d")
+    with pytest.raises(TypeError, match="compile_model takes a torch.nn.Module, got function"):
+        convtvm.compile_model(lambda x: x, [torch.ones(1)])
+    with pytest.raises(TypeError, match=r"example_inputs is a list or tuple of tensors, got Tensor: write \[x\]"):
+        convtvm.compile_model(torch.nn.ReLU(), torch.ones(1))

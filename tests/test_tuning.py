@@ -121,6 +121,22 @@ def test_bad_records_are_skipped_with_a_warning_and_the_rest_apply(tuned_log, tm
         assert kept == [1, 3, 7, 8] and len(db.get_all_tuning_records()) == len(good) == 4
 
 
+def test_blank_lines_in_a_log_are_left_out_of_what_tvm_reads(tmp_path):
+    """One blank line in a log's record file crashed the process (a segfault in MetaSchedule's reader,
+    parallel_for_dynamic) on every build that looked a workload up in it: a shipped log with a blank line
+    appended, and a workload it does not hold. The build runs in a child, so that a crash fails the test."""
+    log = tmp_path / "x86-znver3"
+    shutil.copytree(ROOT / "tuning_logs" / "x86-znver3", log)
+    with open(log / DB_FILES[1], "a") as f:
+        f.write("\n")
+    code = ("import convtvm; from convtvm.records.log import TuningLog; "
+            "w = convtvm.workload('conv2d', in_channels=4, out_channels=4, input_size=(9, 9)); "
+            f"print(convtvm.build(w, TuningLog({str(log)!r}).target(), tuning_log={str(log)!r}).schedule)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["fallback"]
+
+
 def test_a_corrupt_workload_line_takes_only_its_own_records(tuned_log, tmp_path):
     """A second workload's line corrupted: its records are skipped, and the first workload's records,
     before and after it in the record file, still apply."""

@@ -21,6 +21,7 @@ from collections import Counter
 
 from ..metrics import TOLERANCE, close
 from ..records import defaults
+from ..records.log import log_argument
 from ..exports import tvm_version
 from ..targets import TargetInfo, check_target_options, resolve
 from .importer import import_torch, in_eval
@@ -51,6 +52,13 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **targe
     index outside the table is an IndexError naming the input, raised before the network runs."""
     import tvm
     check_target_options(target_options, "compile_model", ("module", "example_inputs", "target", "tuning_log"))
+    import torch
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"compile_model takes a torch.nn.Module, got {type(module).__name__}")
+    if not isinstance(example_inputs, (list, tuple)):
+        raise TypeError(f"compile_model's example_inputs is a list or tuple of tensors, got "
+                        f"{type(example_inputs).__name__}: write [x]")
+    tuning_log = log_argument(tuning_log, "compile_model")
     info = resolve(target, **target_options)
     info.backend.prepare()  # e.g. CUDA: device code compiled ahead of time, for the target's arch
     example_inputs = list(example_inputs)

@@ -268,10 +268,26 @@ def emit_convtvm(bb, call, lowered: Counter, workloads: list, errors: list, wino
 
 
 def epilogue_legalizations(info: TargetInfo) -> dict:
-    """The target's choices for elementwise epilogues (schedules/<target>.json "graph")."""
+    """Elementwise epilogues: ReLU and clip (ReLU6, Hardtanh, Hardsigmoid) keep a NaN as torch does, and
+    the target's choice of sigmoid (schedules/<target>.json "graph")."""
+    out = {"relax.nn.relu": _keeping_nan("relu"), "relax.clip": _keeping_nan("clip")}
     if info.config.get("graph", {}).get("fast_sigmoid", False):
-        return {"relax.sigmoid": _fast_sigmoid, "relax.nn.silu": _fast_sigmoid}
-    return {}
+        out.update({"relax.sigmoid": _fast_sigmoid, "relax.nn.silu": _fast_sigmoid})
+    return out
+
+
+def _keeping_nan(name: str):
+    """The legalization of ``relax.nn.<name>`` / ``relax.<name>`` (TVM's topi function), with a NaN input
+    element passed through: topi's max and min drop a NaN (max(NaN, 0) is 0), torch's keep it."""
+    def legalize(bb, call):
+        from tvm import te, tirx, topi
+        fn = topi.nn.relu if name == "relu" else topi.clip
+
+        def compute(x, *bounds):
+            y = fn(x, *bounds)
+            return te.compute(x.shape, lambda *i: tirx.Select(tirx.isnan(x(*i)), x(*i), y(*i)), name=name)
+        return bb.call_te(compute, *call.args, primfunc_name_hint=name)
+    return legalize
 
 
 def _default_legalize(op_name: str):

@@ -52,9 +52,15 @@ class Model:
         return [o.numpy() for o in _flatten(out)]
 
     def __call__(self, *xs):
+        """The network on ``xs``: torch tensors in, torch tensors out; numpy arrays in, numpy out. Each
+        input must have the shape and dtype compiled for. Raises ValueError (TypeError for an input that
+        is no array) naming the input otherwise."""
         if len(xs) != len(self.inputs):
             raise ValueError(f"the network takes {len(self.inputs)} input(s), got {len(xs)}")
         for k, (x, spec) in enumerate(zip(xs, self.inputs)):
+            if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+                raise TypeError(f"input {k} is a {type(x).__name__}: give a torch tensor or a numpy array of "
+                                f"shape {tuple(spec['shape'])} {spec['dtype']}")
             dtype = str(x.dtype).replace("torch.", "")
             if list(x.shape) != list(spec["shape"]) or dtype != spec["dtype"]:
                 raise ValueError(f"input {k} is {tuple(x.shape)} {dtype}; the network was compiled for "

@@ -31,6 +31,19 @@ DB_FILES = ("database_workload.json", "database_tuning_record.json")
 TARGET, TRIALS, CURVES, CARRIED = "target.json", "trials.json", "curves.json", "carried.json"
 
 
+def log_argument(value, where: str):
+    """A ``tuning_log=`` argument, checked: None (the default records), False (none) or a log folder's
+    path (returned as given). Raises ValueError naming ``where`` for anything else (True, 0, "", a
+    number): no value is taken by truthiness."""
+    import os
+    if value is None or value is False or isinstance(value, TuningLog):
+        return value
+    if isinstance(value, (str, os.PathLike)) and str(os.fspath(value)).strip():
+        return value
+    raise ValueError(f"{where}: tuning_log={value!r} must be None (the default records), False (no records) "
+                     "or a tuning log folder's path")
+
+
 class LogWarning(UserWarning):
     """A line of a tuning log that cannot be read (skipped; the log's other records still apply)."""
 
@@ -100,6 +113,14 @@ def _nonblank_lines(path: Path) -> list:
         return []
     with open(path) as f:
         return [(n, line.rstrip("\n")) for n, line in enumerate(f, 1) if line.strip()]
+
+
+def _has_blank_line(path: Path) -> bool:
+    """Whether a database file holds a blank line (MetaSchedule's reader crashes the process on one)."""
+    if not path.exists():
+        return False
+    with open(path) as f:
+        return any(not line.strip() for line in f)
 
 
 def _workload_problem(obj) -> str | None:
@@ -250,7 +271,8 @@ class TuningLog:
     # -- reading ---------------------------------------------------------------------------------
     def parse(self) -> tuple[list, list, bool]:
         """The readable lines of the database files: ([(line, workload json)], [(line, [workload
-        position in the first list, record json])], whether every line was). A line that does not
+        position in the first list, record json])], whether every line was and none is blank: a log that
+        is not clean is opened through a cleaned copy). A line that does not
         parse, or is not shaped as MetaSchedule writes it, is skipped with a ``LogWarning``; so is a
         record of a skipped workload line, and the records after it are renumbered."""
         wl_path, rec_path = self.workload_file, self.record_file
@@ -283,7 +305,8 @@ class TuningLog:
                 _skipped(rec_path, n, f"a record of {wl_path.name} line {wl_lines[obj[0]][0]}, which was skipped")
                 continue
             records.append((n, [position[obj[0]], obj[1]]))
-        return workloads, records, len(workloads) == len(wl_lines) and len(records) == len(rec_lines)
+        every = len(workloads) == len(wl_lines) and len(records) == len(rec_lines)
+        return workloads, records, every and not any(_has_blank_line(p) for p in (wl_path, rec_path))
 
     def open(self, into) -> tuple:
         """Copy the database into the folder ``into`` without the lines MetaSchedule cannot read (each
