@@ -114,7 +114,9 @@ def _onnxruntime_runner(model, xs: list, notes: list):
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "model.onnx")
-                torch.onnx.export(torch_callable(model), tuple(xs), path, dynamo=False)
+                # an ExportedProgram's module refuses train()/eval(): keep the mode it was exported in
+                mode = {"training": torch.onnx.TrainingMode.PRESERVE} if torch_callable(model) is not model else {}
+                torch.onnx.export(torch_callable(model), tuple(xs), path, dynamo=False, **mode)
                 sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         feed = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), xs)}
         return lambda: sess.run(None, feed)[0]
