@@ -147,3 +147,34 @@ def test_input_size_with_a_file_is_refused(pt2, tmp_path, capsys):
 def test_model_with_a_variant_or_suite_is_refused(pt2, tmp_path, capsys):
     assert main(["build", "conv2d", "--model", str(pt2), "-o", str(tmp_path / "x.so")]) == 2
     assert "give it without a variant" in _error(capsys)
+
+
+def test_a_pooling_convtvm_refuses_in_an_onnx_file_names_its_node(tmp_path, capsys):
+    """ONNX's SAME_UPPER pads one side more than the other; convtvm pools with torch's symmetric padding."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu0"),
+         helper.make_node("AveragePool", ["r"], ["y"], name="pool_same", kernel_shape=[2, 2], auto_pad="SAME_UPPER")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 6, 6])])
+    path = tmp_path / "same.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert main(["build", "--model", str(path), "-o", str(tmp_path / "x.so")]) == 2
+    err = _error(capsys)
+    assert "convtvm cannot lower relax.nn.avg_pool2d (node 'pool_same')" in err and "asymmetric padding" in err
+
+
+def test_a_convolution_convtvm_refuses_in_a_pt2_file_names_its_node(pt2, tmp_path, capsys, monkeypatch):
+    """As if convtvm's kernels did not cover the second convolution's attributes."""
+    from convtvm.network import legalize
+    real = legalize.conv_workload
+
+    def refuse_grouped(call):
+        if int(call.attrs.groups) > 1:
+            raise ValueError("groups=2 is not covered (as if)")
+        return real(call)
+    monkeypatch.setattr(legalize, "conv_workload", refuse_grouped)
+    assert main(["build", "--model", str(pt2), "-o", str(tmp_path / "x.so")]) == 2
+    err = _error(capsys)
+    assert "convtvm cannot lower relax.nn.conv2d (node 'conv2d_1')" in err and "groups=2 is not covered" in err, err

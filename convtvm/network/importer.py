@@ -188,7 +188,42 @@ def import_onnx(model: OnnxModel, example_inputs):
     names = [v.name for v in graph.input if v.name not in init]
     shapes = {n: list(x.shape) for n, x in zip(names, example_inputs)}
     dtypes = {n: str(x.dtype).replace("torch.", "") for n, x in zip(names, example_inputs)}
-    return from_onnx(model.proto, shape_dict=shapes, dtype_dict=dtypes, keep_params_in_input=False)
+    mod = from_onnx(model.proto, shape_dict=shapes, dtype_dict=dtypes, keep_params_in_input=False)
+    return mod.with_attr(NODE_NAMES, _onnx_node_names(mod, graph))
+
+
+NODE_NAMES = "convtvm.node_names"  # IRModule attribute: Relax var name -> the source graph's node name
+_ONNX_KINDS = {"Conv": "conv", "ConvTranspose": "conv_transpose", "MaxPool": "max_pool", "AveragePool": "avg_pool"}
+
+
+def _call_kind(op_name: str) -> str:
+    """relax.nn.conv2d_transpose -> conv_transpose, relax.nn.max_pool3d -> max_pool."""
+    name = op_name.rsplit(".", 1)[-1]
+    return name.replace("1d", "").replace("2d", "").replace("3d", "")
+
+
+def _onnx_node_names(mod, graph) -> dict:
+    """``_node_names`` for an ONNX graph's Conv, ConvTranspose, MaxPool and AveragePool nodes."""
+    return _node_names(mod, [(_ONNX_KINDS[n.op_type], n.name or f"{n.op_type} #{k}")
+                             for k, n in enumerate(graph.node) if n.op_type in _ONNX_KINDS])
+
+
+def _node_names(mod, nodes: list) -> dict:
+    """Relax var name -> source node name for the convolution and pooling calls of the imported
+    ``mod``, from ``nodes`` ((kind, name) in the graph's order): a frontend converts each such node
+    into one Relax call of its kind, in the graph's order, so the k-th call of a kind is the k-th node
+    of that kind (a kind whose counts differ is left out)."""
+    from tvm import relax
+    calls: dict = {}
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            if isinstance(b.value, relax.Call) and hasattr(b.value.op, "name"):
+                calls.setdefault(_call_kind(b.value.op.name), []).append(b.var.name)
+    by_kind: dict = {}
+    for kind, name in nodes:
+        by_kind.setdefault(kind, []).append(name)
+    return {v: n for kind, ns in by_kind.items() if len(calls.get(kind, [])) == len(ns)
+            for v, n in zip(calls[kind], ns)}
 
 
 def import_torch(module, example_inputs):
@@ -228,14 +263,28 @@ def import_torch(module, example_inputs):
     except UnsupportedOp:  # the decomposed import would not refuse it: it ignores what was refused
         raise
     except Exception:  # noqa: BLE001 - an op only its decomposition covers: decompose (slower)
-        decomposed = ep.run_decompositions()
-        _refuse_unconverted_ops(decomposed)
-        mod = from_exported_program(decomposed, run_ep_decomposition=False, **kw)
+        ep = ep.run_decompositions()
+        _refuse_unconverted_ops(ep)
+        mod = from_exported_program(ep, run_ep_decomposition=False, **kw)
     mod, params = detach_params(mod)
     func = mod["main"]
     n_in = int(func.attrs["num_input"])
     bound = {v: p for v, p in zip(func.params[n_in:], params.get("main", []))}
-    return relax.transform.BindParams("main", bound)(mod)
+    mod = relax.transform.BindParams("main", bound)(mod)
+    nodes = [(_torch_kind(n), n.name) for n in ep.graph.nodes if n.op == "call_function"]
+    return mod.with_attr(NODE_NAMES, _node_names(mod, [(k, name) for k, name in nodes if k]))
+
+
+def _torch_kind(node) -> str | None:
+    """The kind of Relax call (``_call_kind``) TVM's importer makes of an ATen convolution or pooling
+    node, None for other nodes."""
+    name = node.target.__name__.split(".")[0]
+    if name == "convolution":
+        return "conv_transpose" if len(node.args) > 6 and node.args[6] else "conv"
+    for kind in ("conv_transpose", "conv", "adaptive_avg_pool", "max_pool", "avg_pool", "mean"):
+        if name.startswith(kind):
+            return kind
+    return None
 
 
 def _refuse_unconverted_ops(ep) -> None:
