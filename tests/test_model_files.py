@@ -74,6 +74,19 @@ def test_a_pt2_file_builds_through_the_cli_and_matches_torch(pt2, tmp_path, seed
         assert rel_err(net(x), ref) <= 1e-4
 
 
+def test_a_pt2_file_with_a_symbolic_batch_builds_at_its_example_inputs_shape(tmp_path, seed):
+    model = _model()
+    ep = torch.export.export(model, (torch.randn(SHAPE),),
+                             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=8)},))
+    torch.export.save(ep, str(tmp_path / "dyn.pt2"))
+    assert main(["build", "--model", str(tmp_path / "dyn.pt2"), "-o", str(tmp_path / "dyn.so")]) == 0
+    net = convtvm.load(tmp_path / "dyn.so")
+    assert net.inputs[0]["shape"] == list(SHAPE)
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        assert rel_err(net(x), model(x)) <= 1e-4
+
+
 def test_a_pt2_file_tunes_into_a_log(pt2, tmp_path, capsys):
     log = tmp_path / "log"
     assert main(["tune", "--model", str(pt2), "--trials", "4", "--trials-per-iter", "4", "--log", str(log)]) == 0

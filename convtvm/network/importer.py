@@ -238,8 +238,9 @@ def import_torch(module, example_inputs):
     Only float32 networks are supported (parameters, buffers and floating-point inputs; integer
     inputs, e.g. an embedding's indices, are fine): another dtype is a ValueError.
 
-    An ExportedProgram (e.g. loaded from a ``.pt2`` file) is imported as it was exported, at its
-    example inputs' shapes; its graph's training-mode ops are refused as a module's are. An op that
+    An ExportedProgram (e.g. loaded from a ``.pt2`` file) is imported as it was exported (one with
+    symbolic dimensions exported again from its module at ``example_inputs``' static shapes); its
+    graph's training-mode ops are refused as a module's are. An op that
     TVM's importer converts neither as it is nor decomposed is an UnsupportedOp naming the op and
     its node in the exported graph."""
     import torch
@@ -251,6 +252,9 @@ def import_torch(module, example_inputs):
     _check_float32(module, example_inputs)
     if isinstance(module, torch.export.ExportedProgram):
         ep = module
+        if ep.range_constraints:  # symbolic dimensions: exported again at the example inputs' shapes
+            with torch.no_grad():
+                ep = torch.export.export(ep.module(), example_inputs)
     else:
         _refuse_training_layers(module)
         with in_eval(module), torch.no_grad():
