@@ -133,6 +133,7 @@ def cmd_tune(args) -> int:
     info = _target(args)
     if args.model:
         from .tuning.network import tune_model
+        _model_only(args)
         tune_model(args.model, args.input_size, info, args.trials, args.log, trials_per_iter=args.trials_per_iter,
                    exit_on_sigint=True, heaviest=args.tasks, untuned=args.untuned, names=args.task)
         return 0
@@ -148,9 +149,18 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def _model_only(args) -> None:
+    """ValueError when a command is given --model and a variant, --suite or --file too."""
+    extra = [f"--{k}" for k in ("suite", "file") if getattr(args, k, None)] + (["a variant"] if args.variant else [])
+    if extra:
+        raise ValueError(f"--model compiles a whole network: give it without {' or '.join(extra)}")
+
+
 def cmd_build(args) -> int:
     from .module import build
     info = _target(args)
+    if args.model:
+        return _build_model(args, info)
     ws = _workloads(args)
     out = Path(args.output)
     single = len(ws) == 1 and out.suffix == ".so" and not out.is_dir()  # an existing folder is a folder
@@ -165,11 +175,28 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _build_model(args, info) -> int:
+    """``convtvm build --model NAME|FILE [-o NET.so | -o FOLDER]``: compile_model + export."""
+    from .network import compile_model
+    from .tuning.network import describe_inputs, model_and_input
+    _model_only(args)
+    model, xs = model_and_input(args.model, args.input_size)
+    out = Path(args.output)
+    path = out if out.suffix == ".so" and not out.is_dir() else out / f"{Path(args.model).stem}.so"
+    print(f"compiling {describe_inputs(args.model, args.input_size, xs)} for {info.tag} ...", flush=True)
+    net = compile_model(model, xs, info, tuning_log=args.log)
+    net.export(path)
+    how = ", ".join(f"{k} {v}" for k, v in sorted(net.schedules.items()))
+    print(f"  {sum(net.schedules.values())} TIR functions ({how}) -> {path} (+ {path.name}.json)")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import results
     info = _target(args)
     if args.model:
         from .bench.network import bench_model
+        _model_only(args)
         result = bench_model(args.model, args.input_size, info, args.log, rounds=args.rounds)
     else:
         from .bench.gpu import bench_ops_cuda
@@ -178,7 +205,8 @@ def cmd_bench(args) -> int:
         result = run(_workloads(args), info, log=args.log, rounds=args.rounds)
         print()
         print(table(result))
-    out = Path(args.output or f"results/{info.tag}-{args.model or args.suite or 'ops'}.json")
+    name = Path(args.model).stem if args.model else args.suite or "ops"
+    out = Path(args.output or f"results/{info.tag}-{name}.json")
     results.write(out, result)
     print(f"\nresults written to {out}")
     return 0
@@ -206,16 +234,16 @@ def cmd_prune(args) -> int:
     keep = max(args.keep, args.in_network or 0)  # candidates for the in-network choice
     if args.model:
         from .tuning.network import model_and_input
-        model, x = model_and_input(args.model, args.input_size)
+        model, xs = model_and_input(args.model, args.input_size)
     with tempfile.TemporaryDirectory(prefix="convtvm_prune_") as tmp:
         incumbent = None  # the records in use before a merge: rank 0 of the in-network choice
         if args.in_network and args.into and TuningLog(args.into).has_records():
             incumbent = shutil.copytree(args.into, Path(tmp) / "incumbent")
         if args.model and args.into:  # the model's records alone, and its trial count beside them
-            from .network import import_torch, lower
+            from .network import import_model, lower
             from .tuning.network import extract_tasks, merge_task_records, model_trials_key
             info = TuningLog(args.log).target()
-            tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
+            tasks = extract_tasks(lower(import_model(model, xs), info), info)
             n, trials = merge_task_records(args.log, args.into, tasks, model_trials_key(args.model, args.input_size),
                                            keep=keep, retime=args.retime)
             print(f"kept {n} records of {args.model}'s tasks ({trials} trials), merged into {args.into}")
@@ -230,14 +258,14 @@ def cmd_prune(args) -> int:
         if args.in_network:
             from .tuning.network import pick_in_network
             result = Path(args.into or args.output or args.log)
-            pick_in_network(model, [x], TuningLog(result).target(), result, candidates=args.in_network,
+            pick_in_network(model, xs, TuningLog(result).target(), result, candidates=args.in_network,
                             incumbent=incumbent)
             print(f"{args.model}'s tasks keep the record that ran fastest in the network, in {result}")
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from .network import import_torch, lower
+    from .network import import_model, lower
     from .records.log import TuningLog
     from .tuning.network import extract_tasks, model_and_input, model_trials_key, recorded_trials
     from .tuning.retile import sweep
@@ -245,8 +273,8 @@ def cmd_sweep(args) -> int:
         raise ValueError(f"--tasks={args.tasks} must be positive")
     log = Path(args.log)
     info = TuningLog(log).target()
-    model, x = model_and_input(args.model, args.input_size)
-    tasks = extract_tasks(lower(import_torch(model, [x]), info), info)
+    model, xs = model_and_input(args.model, args.input_size)
+    tasks = extract_tasks(lower(import_model(model, xs), info), info)
     timed = 0
     for t in tasks[:args.tasks]:  # heaviest first: calls x FLOPs
         timed += len(sweep(log, t.mod, name=t.name, keep=args.keep, rounds=args.rounds)) - 1
@@ -322,8 +350,12 @@ def main(argv=None) -> int:
         p.add_argument("--suite", help="a named suite: ansor, extras, all")
         p.add_argument("--file", help="a JSON file of workloads")
         p.add_argument("--log", help="tuning log directory (default tuning_logs/<target tag>)")
-        p.add_argument("--model", help="a network, e.g. efficientnet_v2_s")
-        p.add_argument("--input-size", type=_positive, default=224, help="network input size (default 224)")
+        p.add_argument("--model", metavar="NAME|FILE",
+                       help="a network: a named one (efficientnet_v2_s, ...) or a file: a .pt2 ExportedProgram "
+                            "(torch.export.save, with its example inputs) or an .onnx model")
+        p.add_argument("--input-size", type=_positive,
+                       help="a named model's input size (default 224); a file's inputs define its shapes "
+                            "(.pt2: the saved example inputs; .onnx: the graph's, a symbolic dimension as 1)")
         if verb == "tune":
             p.add_argument("--trials", type=_positive, default=64, help="measured trials in all (default 64)")
             p.add_argument("--trials-per-iter", type=_positive, default=32,
@@ -336,7 +368,8 @@ def main(argv=None) -> int:
             p.add_argument("--task", action="append", metavar="NAME",
                            help="with --model: only this task (as the task list names it); repeatable")
         if verb == "build":
-            p.add_argument("-o", "--output", default="build", help="output .so (one workload) or folder")
+            p.add_argument("-o", "--output", default="build",
+                           help="output .so (one workload, or --model) or folder (default build)")
         if verb == "bench":
             p.add_argument("--rounds", type=_positive, default=15, help="interleaved timing rounds (median)")
             p.add_argument("-o", "--output", help="result JSON (default results/<target>-<suite>.json)")
@@ -359,7 +392,8 @@ def main(argv=None) -> int:
     p.add_argument("--into", help="merge the pruned records into this log (e.g. tuning_logs/x86-znver3)")
     p.add_argument("--model", help="with --into: merge only this model's tasks' records (e.g. efficientnet_v2_s) "
                                    "and add LOG's trials that INTO does not already hold to its trial count")
-    p.add_argument("--input-size", type=_positive, default=224, help="with --model: the input size it was tuned at")
+    p.add_argument("--input-size", type=_positive,
+                   help="with a named --model: the input size it was tuned at (default 224)")
     p.add_argument("--in-network", type=_positive, metavar="K",
                    help="with --model: of each of its tasks' K best records, keep the one whose kernel runs "
                         "fastest in the compiled network (profiled; on a quiet machine); with --into, the "
@@ -368,8 +402,8 @@ def main(argv=None) -> int:
 
     p = command("sweep-tiles", help="time every register tile around a model's records; add the faster ones")
     p.add_argument("log")
-    p.add_argument("--model", required=True, help="e.g. efficientnet_v2_s")
-    p.add_argument("--input-size", type=_positive, default=224)
+    p.add_argument("--model", required=True, help="e.g. efficientnet_v2_s, or a .pt2 / .onnx file")
+    p.add_argument("--input-size", type=_positive, help="a named model's input size (default 224)")
     p.add_argument("--tasks", type=_positive, default=8, help="the N heaviest tasks (calls x FLOPs)")
     p.add_argument("--keep", type=_positive, default=2, help="records added per task, at most")
     p.add_argument("--rounds", type=_positive, default=7, help="interleaved timing rounds")

@@ -285,8 +285,8 @@ def test_shipped_logs_hold_a_record_for_every_efficientnet_task():
     end in the sigmoid): they need a Zen 5 to tune."""
     logs = {tag: ROOT / "tuning_logs" / tag for tag in ("x86-znver3", "x86-znver5")}
     info = TuningLog(logs["x86-znver3"]).target()
-    model, x = model_tuning.model_and_input("efficientnet_v2_s", 224)
-    tasks = model_tuning.extract_tasks(network.lower(network.import_torch(model, [x]), info), info)  # as on any x86 CPU
+    model, xs = model_tuning.model_and_input("efficientnet_v2_s", 224)
+    tasks = model_tuning.extract_tasks(network.lower(network.import_torch(model, xs), info), info)  # as on any x86 CPU
     missing = {tag: [t.name for t in model_tuning.choose_tasks(tasks, log, untuned=True)] for tag, log in logs.items()}
     assert len(tasks) == 45 and missing["x86-znver3"] == []
     assert len(missing["x86-znver5"]) == 11

@@ -2,8 +2,9 @@
 
 The pipeline, one module per stage:
 
-- ``importer``: ``torch.export`` -> Relax, weights bound as constants; training-mode layers and
-  ops, and dtypes other than float32, refused;
+- ``importer``: ``torch.export`` (or an ExportedProgram, or an ONNX model, read from a ``.pt2`` or
+  ``.onnx`` file by ``load_model_file``) -> Relax, weights bound as constants; training-mode layers
+  and ops, dtypes other than float32, and ops the frontends do not convert refused;
 - ``passes``: BatchNorm folded into the convolutions, a squeeze-excitation's scale folded into the
   convolution that reads it, the bounds of the gathers;
 - ``legalize``: every convolution and pooling op as a convtvm kernel (Winograd where the target
@@ -17,8 +18,9 @@ Model tuning lives in ``convtvm.tuning.network``, ``bench_model`` in ``convtvm.b
 """
 
 from .compile import compile_model, load_model
-from .importer import UnsupportedOp, import_torch
+from .importer import OnnxModel, UnsupportedOp, import_model, import_torch, load_model_file
 from .runtime import Model, profile_table
 from .schedule import lower
 
-__all__ = ["compile_model", "load_model", "UnsupportedOp", "import_torch", "Model", "profile_table", "lower"]
+__all__ = ["compile_model", "load_model", "OnnxModel", "UnsupportedOp", "import_model", "import_torch",
+           "load_model_file", "Model", "profile_table", "lower"]

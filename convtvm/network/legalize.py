@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..targets import TargetInfo
-from .importer import UnsupportedOp
+from .importer import NODE_NAMES, UnsupportedOp
 
 CONVTVM_OPS = ("relax.nn.conv1d", "relax.nn.conv2d", "relax.nn.conv3d", "relax.nn.conv1d_transpose",
                "relax.nn.conv2d_transpose", "relax.nn.conv3d_transpose", "relax.nn.max_pool1d",
@@ -230,18 +230,13 @@ def emit_convtvm(bb, call, lowered: Counter, workloads: list, errors: list, wino
     convolution computed in its own layout, see ``passes.fold_input_scales``), on ``call``'s data times it."""
     op = call.op.name
     try:
-        if op in CONV_OPS:
-            w = conv_workload(call)
-        elif "pool" in op and "adaptive" not in op:
-            w = _pool_workload(call)
-        else:
-            found = _global_pool_workload(call)
-            if found is None:  # not a global pooling (e.g. a mean over channels): TVM's default
-                return _default_legalize(op)(bb, call)
-            w, channels_last = found
+        found = _workload_of(call)
     except ValueError as e:
         errors.append(UnsupportedOp(f"convtvm cannot lower {op} with attributes {_attrs_text(call)}: {e}"))
         raise errors[-1] from None
+    if found is None:  # not a global pooling (e.g. a mean over channels): TVM's default
+        return _default_legalize(op)(bb, call)
+    w, channels_last = found
     expected, compute, produced = static_shape(call), _te_of(w), tuple(w.output_shape)
     if w.variant == "global_avg_pool2d" and channels_last:  # convtvm's pooling on the NCHW view
         compute = _channels_first(compute)
@@ -265,6 +260,40 @@ def emit_convtvm(bb, call, lowered: Counter, workloads: list, errors: list, wino
     if fast is not None:
         return fast
     return bb.call_te(compute, *call.args[:2 if op in CONV_OPS else 1], primfunc_name_hint=PREFIX + w.variant)
+
+
+def _workload_of(call):
+    """(the convtvm Workload of a conv or pool ``call``, whether it is a channels-last global pooling),
+    or None for a mean that is no global pooling. ValueError for attributes convtvm does not cover."""
+    op = call.op.name
+    if op in CONV_OPS:
+        return conv_workload(call), False
+    if "pool" in op and "adaptive" not in op:
+        return _pool_workload(call), False
+    return _global_pool_workload(call)
+
+
+def check_calls(mod) -> None:
+    """UnsupportedOp for the first convolution or pooling call of ``mod``'s main whose attributes
+    convtvm's kernels do not cover, naming its node in the source graph. Only for a module the
+    importer made (it records the nodes: ``importer.NODE_NAMES``), whose layouts are the frontends'
+    own; any other module is checked where it is legalized (after the target's layout conversion)."""
+    from tvm import relax
+    if mod.attrs is None or NODE_NAMES not in mod.attrs:
+        return
+    names = dict(mod.attrs[NODE_NAMES])
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            call = b.value
+            if not (isinstance(call, relax.Call) and getattr(call.op, "name", None) in CONVTVM_OPS):
+                continue
+            try:
+                _workload_of(call)
+            except ValueError as e:
+                node = names.get(b.var.name)
+                where = f" (node {str(node)!r})" if node is not None else ""
+                raise UnsupportedOp(f"convtvm cannot lower {call.op.name}{where} with attributes "
+                                    f"{_attrs_text(call)}: {e}") from None
 
 
 def epilogue_legalizations(info: TargetInfo) -> dict:

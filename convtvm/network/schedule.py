@@ -14,7 +14,7 @@ from collections import Counter
 
 from ..fallback import REDUCE, is_reduction
 from ..targets import TargetInfo
-from .legalize import convtvm_legalizations, epilogue_legalizations
+from .legalize import check_calls, convtvm_legalizations, epilogue_legalizations
 from .passes import fold_batchnorm, fold_input_scales
 
 
@@ -23,12 +23,13 @@ def lower(mod, info: TargetInfo, lowered: Counter | None = None, workloads: list
     unscheduled fused TIR functions, their constant weights marked layout-free (so that a tuned
     schedule may pre-pack them) when the target's search space says so. ``lowered`` (op name -> calls) and
     ``workloads`` receive what convtvm lowered. Raises UnsupportedOp for a convolution or pooling op
-    convtvm does not cover."""
+    convtvm does not cover (naming its node in the source graph where the importer recorded it)."""
     import tvm
     from tvm import relax
     lowered = Counter() if lowered is None else lowered
     workloads = [] if workloads is None else workloads
     errors = []
+    check_calls(mod)  # before any pass renames its vars: the refusal names the node
     mod = fold_batchnorm(mod)
     graph_cfg = info.config.get("graph", {})
     layouts = {f"relax.nn.{op}": list(pair) for op, pair in graph_cfg.get("convert_layout", {}).items()}

@@ -2,7 +2,8 @@
 and the merge of a model's records into a shipped log.
 
 - ``extract_tasks``: the unique TIR functions of a lowered network, heaviest (calls x FLOPs) first;
-- ``tune_model`` / ``choose_tasks`` / ``tune_tasks``: tune all of a named model's tasks or some;
+- ``model_and_input``: a named model, or a network read from a ``.pt2`` / ``.onnx`` file, and its inputs;
+- ``tune_model`` / ``choose_tasks`` / ``tune_tasks``: tune all of a model's tasks or some;
 - ``pick_in_network``: keep, per task, the record whose kernel runs fastest in the network;
 - ``merge_task_records``: a working log's records of a model's tasks pruned into a shipped log, with
   the trial count recorded beside them (``model_trials_key``).
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..artifact import write_json_atomic
 from ..network.compile import compile_model
-from ..network.importer import import_torch
+from ..network.importer import import_model, is_model_file, load_model_file
 from ..network.legalize import PREFIX
 from ..network.runtime import reduction_flops
 from ..network.schedule import lower
@@ -29,16 +30,40 @@ from ..records.log import TuningLog, target_key
 from ..targets import TargetInfo, resolve
 
 
-def model_and_input(name: str, input_size: int, batch: int = 1, seed: int = 0):
-    """(the seeded, BN-calibrated model ``name`` in eval mode, a seeded input batch of ``batch`` images of
-    ``input_size`` x ``input_size``). Raises ValueError for a model convtvm does not know."""
+DEFAULT_INPUT_SIZE = 224
+
+
+def model_and_input(name: str, input_size: int | None = None, batch: int = 1, seed: int = 0) -> tuple:
+    """(network, its inputs as a list of torch tensors) for ``convtvm ... --model NAME``.
+
+    A model file (``network.importer.is_model_file``: a ``.pt2`` ExportedProgram or an ONNX model) is
+    read by ``load_model_file``: its saved example inputs (ONNX: seeded inputs of its graph's shapes)
+    define the shapes, so ``input_size`` must be None and ``batch`` 1. A named model is the seeded,
+    BN-calibrated model in eval mode with a seeded batch of ``batch`` images of ``input_size`` x
+    ``input_size`` (None: 224). Raises ValueError for a name convtvm does not know, an ``input_size``
+    or ``batch`` given with a file, and a file it cannot read (FileNotFoundError when missing)."""
     import torch
     from ..models import efficientnet
+    if is_model_file(name):
+        if input_size is not None or batch != 1:
+            raise ValueError(f"--input-size applies to named models; {name}'s saved example inputs define its "
+                             f"input shapes")
+        return load_model_file(name, seed=seed)
     if name not in efficientnet.V2_CONFIGS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(efficientnet.V2_CONFIGS)}")
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(efficientnet.V2_CONFIGS)}, "
+                         f"or a .pt2 (torch.export.save) or .onnx file")
+    input_size = DEFAULT_INPUT_SIZE if input_size is None else input_size
     model = efficientnet.seeded_model(name, seed=seed, input_size=input_size)
     x = torch.randn(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(seed + 1))
-    return model, x
+    return model, [x]
+
+
+def describe_inputs(name: str, input_size: int | None, inputs: list, batch: int = 1) -> str:
+    """``name`` and its input shapes for a progress line."""
+    if is_model_file(name):
+        return f"{name} ({', '.join('x'.join(map(str, x.shape)) for x in inputs)})"
+    size = DEFAULT_INPUT_SIZE if input_size is None else input_size
+    return f"{name} at {size}x{size}, batch {batch}"
 
 
 @dataclass
@@ -70,21 +95,22 @@ def extract_tasks(mod, info: TargetInfo, convtvm_only: bool = True) -> list[Task
     return sorted(tasks, key=lambda t: -t.count * t.flops)
 
 
-def tune_model(name: str, input_size: int, target_info, trials: int, log=None, *, batch: int = 1,
+def tune_model(name: str, input_size: int | None, target_info, trials: int, log=None, *, batch: int = 1,
                progress=print, seed: int | None = None, trials_per_iter: int = 32,
                exit_on_sigint: bool = False, heaviest: int | None = None, untuned: bool = False,
                names: list[str] | None = None) -> dict:
-    """Tune the conv/pool kernels of a named model (after BN folding and fusion) into ``log``: all of
-    them, or those named in ``names``, or the ``heaviest`` N (calls x FLOPs), or with ``untuned`` those
-    the log has no record for (e.g. the kernels a new fusion made)."""
+    """Tune the conv/pool kernels of a model (``model_and_input``: a name or a model file; after BN
+    folding and fusion) into ``log``: all of them, or those named in ``names``, or the ``heaviest`` N
+    (calls x FLOPs), or with ``untuned`` those the log has no record for (e.g. the kernels a new
+    fusion made)."""
     info = resolve(target_info)
-    model, x = model_and_input(name, input_size, batch)
-    mod = lower(import_torch(model, [x]), info)
+    model, xs = model_and_input(name, input_size, batch)
+    mod = lower(import_model(model, xs), info)
     tasks = extract_tasks(mod, info)
     log = TuningLog(log or TuningLog.default(info)).check(info, must_exist=False).path
     chosen = choose_tasks(tasks, log, heaviest, untuned, names)
     total = sum(t.count * t.flops for t in tasks)
-    progress(f"{name} at {input_size}x{input_size}, batch {batch}: {len(tasks)} unique conv/pool tasks, "
+    progress(f"{describe_inputs(name, input_size, xs, batch)}: {len(tasks)} unique conv/pool tasks, "
              f"{total / 1e9:.2f} GFLOP per inference in them; tuning {len(chosen)} (*)")
     for t in tasks:
         progress(f"{'*' if any(t is c for c in chosen) else ' '} {t}  ({100 * t.count * t.flops / max(total, 1):4.1f}%)")
@@ -160,7 +186,7 @@ def pick_in_network(module, example_inputs, target_info, log, *, candidates: int
     if int(candidates) < 1 or int(rounds) < 1:
         raise ValueError(f"candidates={candidates} and rounds={rounds} must be positive")
     example_inputs = list(example_inputs)
-    tasks = extract_tasks(lower(import_torch(module, example_inputs), info), info)
+    tasks = extract_tasks(lower(import_model(module, example_inputs), info), info)
     task_of = log.workload_lines_of([t.mod for t in tasks])
     if not task_of:
         raise ValueError(f"{log} has no record for this network's tasks: tune it first")
@@ -345,9 +371,13 @@ def _record_digest(key) -> str:
     return hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
 
 
-def model_trials_key(name: str, input_size: int, batch: int = 1) -> str:
-    """The key under which a shipped log's trials.json records how many trials a model's tuning took."""
-    return f"model:{name}:{input_size}x{input_size}:batch{batch}"
+def model_trials_key(name: str, input_size: int | None, batch: int = 1) -> str:
+    """The key under which a shipped log's trials.json records how many trials a model's tuning took
+    (a model file: by its file name, its shapes being its own)."""
+    if is_model_file(name):
+        return f"model:{Path(name).name}"
+    size = DEFAULT_INPUT_SIZE if input_size is None else input_size
+    return f"model:{name}:{size}x{size}:batch{batch}"
 
 
 def recorded_trials(log, key: str) -> int | None:
