@@ -287,3 +287,13 @@ def test_a_network_called_with_no_array_names_the_input(bad):
     net = convtvm.compile_model(nn.ReLU().eval(), [x])
     with pytest.raises(TypeError, match=r"input 0 is a \w+: give a torch tensor or a numpy array of shape \(1, 3, 6, 6\)"):
         net(bad)
+
+
+def test_an_avg_pool_divisor_override_is_refused_not_dropped():
+    """TVM's importer dropped divisor_override: AvgPool2d(3, 2, divisor_override=3) compiled and differed
+    from torch by up to 2.1."""
+    x = torch.randn(1, 2, 9, 9)
+    with pytest.raises(network.UnsupportedOp, match=r"node 'avg_pool2d'\) sets divisor_override=3"):
+        convtvm.compile_model(nn.AvgPool2d(3, stride=2, divisor_override=3).eval(), [x])
+    net = convtvm.compile_model(nn.AvgPool2d(3, stride=2).eval(), [x])  # without it: compiled, torch's answer
+    assert torch.allclose(net(x), nn.AvgPool2d(3, stride=2)(x), rtol=1e-4, atol=1e-6)

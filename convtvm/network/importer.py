@@ -370,6 +370,22 @@ def _refuse_training_ops(ep) -> None:
             if value is True or always:
                 raise UnsupportedOp(f"{node.target} (node {node.name!r}) runs in training mode ({arg.name}=True); "
                                     f"convtvm compiles inference only: pass {arg.name}=False (and call eval())")
+        _refuse_dropped_arguments(node, schema)
+
+
+# ATen arguments TVM's importer drops without a word (the op would compile as if they were absent)
+_DROPPED = {"divisor_override": None}
+
+
+def _refuse_dropped_arguments(node, schema) -> None:
+    """UnsupportedOp naming the node when it sets an argument TVM's importer ignores (``_DROPPED``: e.g.
+    avg_pool's divisor_override, which would otherwise divide by the window size, silently wrong)."""
+    for i, arg in enumerate(schema.arguments):
+        if arg.name in _DROPPED:
+            value = node.args[i] if i < len(node.args) else node.kwargs.get(arg.name, _DROPPED[arg.name])
+            if value != _DROPPED[arg.name]:
+                raise UnsupportedOp(f"{node.target} (node {node.name!r}) sets {arg.name}={value!r}, which convtvm "
+                                    "does not support")
 
 
 def _aten_batch_norm(node, importer):
