@@ -83,3 +83,12 @@ def test_a_channels_first_shape_borrows_for_its_channels_last_twin(fresh_cache, 
     assert m.schedule == "borrowed" and m.kernel.params["layout"] == "NHWC"
     xs = w.random_inputs(seed=seed)
     assert rel_err(m(*xs), w.reference(*xs)) <= 1e-4
+
+
+def test_the_transfer_suite_is_in_no_shipped_log():
+    from convtvm import suites
+    ws = suites.suite("transfer")
+    assert {w.params["layout"] for w in ws.values()} == {"NCHW", "NHWC"}
+    for log in sorted(defaults.SHIPPED.glob("*-*")):
+        info = TuningLog(log).target()
+        assert TuningLog(log).workload_lines_of([verify.tuned_ir_module(w, info) for w in ws.values()]) == {}
