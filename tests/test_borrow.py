@@ -41,6 +41,7 @@ def test_a_shape_no_log_holds_borrows_a_record_and_keeps_it(fresh_cache, seed, c
     assert rel_err(m(*xs), CONV.reference(*xs)) <= 1e-4
     mine = TuningLog(defaults.user_log(info))
     assert mine.borrowed() == {CONV.key: m.schedule_source} and mine.target().tag == info.tag
+    assert borrow._borrowed_hashes(info, [mine]) == {str(h) for h, _ in mine.workloads()}  # it lends to no other
 
     def no_second_borrow(*a, **k):
         raise AssertionError("borrowed twice")

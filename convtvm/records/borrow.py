@@ -136,13 +136,14 @@ def _logged(log: TuningLog) -> list:
     return _signatures[key]
 
 
-def neighbours(mod, logs: list) -> list:
+def neighbours(mod, logs: list, exclude=()) -> list:
     """[(distance, log, workload line, workload json)] of the logged workloads with ``mod``'s signature,
-    nearest first (a workload in several logs: its first log's), ``mod`` itself excluded."""
+    nearest first (a workload in several logs: its first log's), ``mod`` itself and the workloads whose
+    structural hash is in ``exclude`` left out."""
     import tvm_ffi
     sig, ext = signature(mod)
     own = str(tvm_ffi.structural_hash(mod))
-    found, seen = [], set()
+    found, seen = [], {str(h) for h in exclude}
     for rank, log in enumerate(logs):
         for line, s, e, wl in _logged(TuningLog(log)):
             if s != sig or str(wl[0]) in seen or str(wl[0]) == own:
@@ -197,14 +198,31 @@ def _timer(info: TargetInfo, scheduled_mod):
     return kernel_contender(getattr(lib, "mod", lib), "main", args, tvm.cpu())
 
 
+def _borrowed_hashes(info: TargetInfo, logs: list) -> set:
+    """Structural hashes of the workloads whose records in ``logs`` were themselves borrowed: only
+    searched records lend, so a borrow does not depend on what was borrowed before it."""
+    import tvm_ffi
+
+    from ..variants import from_json
+    out = set()
+    for log in logs:
+        for key in TuningLog(log).borrowed():
+            try:
+                out.add(str(tvm_ffi.structural_hash(verify.tuned_ir_module(from_json(json.loads(key)), info))))
+            except Exception:  # noqa: BLE001 - a key this version cannot read: nothing to leave out
+                continue
+    return out
+
+
 def candidates(w: Workload, info: TargetInfo, logs: list, limit: int | None = None) -> list:
-    """[(source, schedule)] for ``w`` from the ``limit`` (default ``MAX_CANDIDATES``) nearest neighbours in ``logs`` that have a
+    """[(source, schedule)] for ``w`` from the ``limit`` (default ``MAX_CANDIDATES``) nearest neighbours
+    in ``logs`` (records borrowed themselves left out) that have a
     record whose refitted trace replays on ``w`` and passes the postprocessors (steps 1-2 of the
     module doc), nearest first."""
     limit = MAX_CANDIDATES if limit is None else limit
     mod = verify.tuned_ir_module(w, info)
     out, posts = [], None
-    for _, log, line, wl in neighbours(mod, logs):
+    for _, log, line, wl in neighbours(mod, logs, _borrowed_hashes(info, logs)):
         if len(out) >= limit:
             break
         record = _best_record(log, line, wl)
