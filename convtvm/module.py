@@ -19,7 +19,7 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
     CPU's); a folder applies that log's records only; False applies none. A channels-first workload
     without a record of its own runs its channels-last twin's record, if any (``relayout``). With the
     default records and no record of either, a record borrowed from the nearest tuned workloads
-    (``defaults.borrowed_schedule``: for the workload, else for its twin). Without a record that
+    (``defaults.borrowed_schedule``: for the workload or its twin, whichever runs faster). Without a record that
     reproduces torch here, the target's fallback schedule from schedules/. The Module's ``schedule``
     says which ran ("tuned", "carried over", "borrowed" or "fallback"), ``schedule_source`` from which
     log (and, borrowed, which workload), and ``kernel`` which workload the compiled kernel computes.
@@ -34,12 +34,10 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
         twin_chosen = _schedule_for(twin, info, tuning_log)
         if twin_chosen.mod is not None:
             kernel, chosen = twin, twin_chosen
-    if chosen.mod is None and tuning_log is None:  # no record of either: borrow one, for either
-        for candidate in (w, twin) if twin is not None else (w,):
-            lent = defaults.borrowed_schedule(candidate, info)
-            if lent is not None:
-                kernel, chosen = candidate, lent
-                break
+    if chosen.mod is None and tuning_log is None:  # no record of either: borrow one, for the faster
+        lent = defaults.borrowed_schedule([w] + ([twin] if twin is not None else []), info)
+        if lent is not None:
+            kernel, chosen = lent
     packing = None
     if chosen.mod is not None:
         mod, packing = split_weight_packing(chosen.mod, kernel)

@@ -41,10 +41,12 @@ _signatures: dict = {}  # (log path, workload file mtime, size) -> [(line, signa
 
 @dataclass(frozen=True)
 class Borrowed:
-    """A borrowed schedule: ``mod`` (the scheduled IRModule), ``source`` (``"<log>: <workload>"``, the
-    tuned workload it came from), ``ms`` (its kernel's milliseconds here) and ``tried`` (candidates
-    timed)."""
+    """A borrowed schedule of ``workload``: ``trace`` (postprocessing included), ``mod`` (the scheduled
+    IRModule), ``source`` (``"<log>: <workload>"``, the tuned workload it came from), ``ms`` (its
+    kernel's milliseconds here, weights prepacked) and ``tried`` (candidates timed)."""
 
+    workload: Workload
+    trace: object
     mod: object
     source: str
     ms: float
@@ -242,8 +244,8 @@ def borrow(w: Workload, info: TargetInfo, logs: list, *, keep: bool = True, limi
            check=None) -> Borrowed | None:
     """The fastest of ``w``'s borrowed candidates from ``logs`` (see the module doc) that reproduces
     PyTorch here, or None when no candidate does (no neighbour, none replays, none passes). With
-    ``keep`` it is added to the user's log and noted in its borrowed.json. ``check(w, info, mod)``
-    replaces ``verify.reproduces_torch``. Prints one line on stderr when it borrows."""
+    ``keep`` it is kept (``keep_borrowed``: the user's log, borrowed.json, one line on stderr).
+    ``check(w, info, mod)`` replaces ``verify.reproduces_torch``."""
     check = check or verify.reproduces_torch
     found = candidates(w, info, logs, limit)
     timers = {}
@@ -264,25 +266,25 @@ def borrow(w: Workload, info: TargetInfo, logs: list, *, keep: bool = True, limi
             ok = False
         if not ok:
             continue
+        lent = Borrowed(w, sch.trace, sch.mod, source, ms_[k], len(ms_))
         if keep:
-            _keep(w, info, sch, ms_[k] / 1e3, source)
-        where = f"; kept in {TuningLog.default(info).path}" if keep else ""
-        print(f"convtvm: no record of {w.variant} {shapes(verify.tuned_ir_module(w, info))}; borrowed the one of "
-              f"{source}, refitted ({len(ms_)} candidates timed, {ms_[k]:.3f} ms){where}", file=sys.stderr)
-        return Borrowed(sch.mod, source, ms_[k], len(ms_))
+            keep_borrowed(lent, info)
+        return lent
     return None
 
 
-def _keep(w: Workload, info: TargetInfo, sch, secs: float, source: str) -> None:
-    """Add the borrowed record to the user's log, as one measured on ``info``, atomically, and note its
-    source in borrowed.json."""
+def keep_borrowed(lent: Borrowed, info: TargetInfo) -> None:
+    """Add a borrowed record to the user's log (``TuningLog.default``), as one measured on ``info``,
+    atomically; note its source in borrowed.json; say so in one line on stderr."""
     from tvm.s_tir import meta_schedule as ms
-    log = TuningLog.default(info)
+    w, log = lent.workload, TuningLog.default(info)
     log.path.mkdir(parents=True, exist_ok=True)
     mod = verify.tuned_ir_module(w, info)
     with tempfile.TemporaryDirectory(prefix="convtvm_borrow_") as tmp:
         db, _ = log.open(tmp)
-        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(mod), [secs], info.target,
-                                                         ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+        db.commit_tuning_record(ms.database.TuningRecord(lent.trace, db.commit_workload(mod), [lent.ms / 1e3],
+                                                         info.target, ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
         log.sync_from(tmp, info)
-    log.record_borrowed(w.key, source)
+    log.record_borrowed(w.key, lent.source)
+    print(f"convtvm: no record of {w.variant} {shapes(mod)}; borrowed the one of {lent.source}, refitted "
+          f"({lent.tried} candidates timed, {lent.ms:.3f} ms), into {log.path}", file=sys.stderr)

@@ -74,8 +74,8 @@ def default_schedule(w: Workload, info: TargetInfo, lend: bool = True) -> Schedu
             mod = carry_over(w, info, donor)
             if mod is not None:
                 return Schedule(mod, "carried over", str(donor))
-    lent = borrowed_schedule(w, info) if lend else None
-    return lent or Schedule(None, "fallback", None)
+    lent = borrowed_schedule([w], info) if lend else None
+    return lent[1] if lent else Schedule(None, "fallback", None)
 
 
 def borrow_logs(info: TargetInfo) -> list[Path]:
@@ -87,14 +87,21 @@ def borrow_logs(info: TargetInfo) -> list[Path]:
     return logs
 
 
-def borrowed_schedule(w: Workload, info: TargetInfo) -> Schedule | None:
-    """``w``'s record borrowed from its nearest tuned neighbours in ``borrow_logs`` and kept in the
-    user's log (``borrow.borrow``), or None (no neighbour, none passes, or a target whose kernels do
-    not run on this machine, where candidates cannot be timed)."""
+def borrowed_schedule(ws: list, info: TargetInfo) -> tuple[Workload, Schedule] | None:
+    """(workload, its borrowed Schedule) for the faster kernel of the workloads ``ws`` (one computation
+    in different layouts: a channels-first workload and its channels-last twin) whose records are
+    borrowed from their nearest tuned neighbours in ``borrow_logs`` (``borrow.borrow``); the winner is
+    kept in the user's log. None when no candidate passes, or for a target whose kernels do not run
+    on this machine (candidates cannot be timed)."""
     if not info.backend.runs_in_process():
         return None
-    lent = borrow.borrow(w, info, borrow_logs(info), keep=True)
-    return None if lent is None else Schedule(lent.mod, "borrowed", lent.source)
+    logs = borrow_logs(info)
+    lent = [b for b in (borrow.borrow(w, info, logs, keep=False) for w in ws) if b is not None]
+    if not lent:
+        return None
+    best = min(lent, key=lambda b: b.ms)
+    borrow.keep_borrowed(best, info)
+    return best.workload, Schedule(best.mod, "borrowed", best.source)
 
 
 def network_logs(info: TargetInfo) -> list[tuple[Path, bool]]:
