@@ -8,6 +8,8 @@ computation. Before a build falls back to the untuned schedule, ``borrow``:
    same ``signature`` (the same blocks, loop kinds, buffers, dtypes and buffer-access pattern, so the
    same variant family, layout and dtype, whatever their extents, strides or dilations), nearest
    first by ``distance`` (the log-ratio of their loop extents), at most ``MAX_CANDIDATES`` of them;
+   only searched records lend (a record borrowed itself does not, so what a build borrows does not
+   depend on what earlier builds borrowed);
 2. replays each neighbour's fastest record on the workload with every ``SamplePerfectTile`` decision
    refitted to the new loop extents (``refit_tile``; other sampled decisions are kept) and runs the
    target's postprocessors again (``space.replay``); a candidate whose trace does not apply or that a
