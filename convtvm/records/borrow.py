@@ -35,7 +35,7 @@ from ..variants import Workload
 from . import space, verify
 from .log import TuningLog, target_key
 
-MAX_CANDIDATES = 4  # neighbours whose records are replayed, compiled and timed per borrow
+MAX_CANDIDATES = 8  # neighbours whose records are replayed, compiled and timed per borrow
 ROUNDS = 3  # interleaved timing rounds per candidate
 
 _signatures: dict = {}  # (log path, workload file mtime, size) -> [(line, signature, extents, wl json)]
