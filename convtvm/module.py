@@ -17,11 +17,13 @@ _DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16}
 def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Module":
     """Compile a workload for a target. ``tuning_log``: None (the default) applies the default records
     (``records.defaults.default_schedule``: the user's log, the shipped one, or one carried over from the nearest
-    CPU's); a folder applies that log's records only; False applies none. Without a record that
-    reproduces torch here, the target's fallback schedule from schedules/. A channels-first workload
-    without a record of its own runs its channels-last twin's record, if any (``relayout``). The
-    Module's ``schedule`` says which ran ("tuned", "carried over" or "fallback"), ``schedule_source``
-    from which log, and ``kernel`` which workload the compiled kernel computes.
+    CPU's); a folder applies that log's records only; False applies none. A channels-first workload
+    without a record of its own runs its channels-last twin's record, if any (``relayout``). With the
+    default records and no record of either, a record borrowed from the nearest tuned workloads
+    (``defaults.borrowed_schedule``: for the workload or its twin, whichever runs faster). Without a record that
+    reproduces torch here, the target's fallback schedule from schedules/. The Module's ``schedule``
+    says which ran ("tuned", "carried over", "borrowed" or "fallback"), ``schedule_source`` from which
+    log (and, borrowed, which workload), and ``kernel`` which workload the compiled kernel computes.
     Raises ValueError for a log that is not a folder or is for another target."""
     if not isinstance(w, Workload):
         raise TypeError(f"build takes a Workload (convtvm.workload(...)), got {type(w).__name__}")
@@ -36,6 +38,10 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
         twin_chosen = _schedule_for(twin, info, tuning_log)
         if twin_chosen.mod is not None:
             kernel, chosen = twin, twin_chosen
+    if chosen.mod is None and tuning_log is None:  # no record of either: borrow one, for the faster
+        lent = defaults.borrowed_schedule([w] + ([twin] if twin is not None else []), info)
+        if lent is not None:
+            kernel, chosen = lent
     packing = None
     if chosen.mod is not None:
         mod, packing = split_weight_packing(chosen.mod, kernel)
@@ -51,7 +57,7 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
 def _schedule_for(w: Workload, info: TargetInfo, tuning_log) -> defaults.Schedule:
     """The record ``build`` applies to ``w`` (see ``build`` for ``tuning_log``)."""
     if tuning_log is None:
-        return defaults.default_schedule(w, info)
+        return defaults.default_schedule(w, info, lend=False)
     if tuning_log is False:
         return defaults.Schedule(None, "fallback", None)
     mod = verify.best_schedule(w, info, tuning_log)

@@ -11,6 +11,8 @@ SHG is channels-first too: its shuffle folds into the conv's output channel (a w
 channel there, one lane of a gather in channels-last).
 The benchmark times PyTorch on each in both layouts and compares with its faster one.
 ``representative``: one small-to-medium shape per variant, used by ``convtvm check``.
+``transfer``: common CNN layers (ResNet-50, MobileNetV2, VGG-16) in both layouts that no shipped log
+holds (``tests/test_borrow.py`` checks): how well records borrowed from other shapes transfer.
 """
 
 from __future__ import annotations
@@ -145,7 +147,28 @@ SPOTCHECK: dict[str, tuple[str, dict]] = {
                                                   kernel_size=4, stride=2, padding=1)),
 }
 
-SUITES = {"ansor": ANSOR, "extras": EXTRAS, "all": {**ANSOR, **EXTRAS}, "spotcheck": SPOTCHECK}
+
+def _both_layouts(table: dict) -> dict:
+    return {f"{name}-{layout}": (variant, dict(kw, layout=layout))
+            for layout in ("NCHW", "NHWC") for name, (variant, kw) in table.items()}
+
+
+# name: <network>-<kernel>[s<stride>]-<in>[-<out>]-<input size>, in channels-first and channels-last
+TRANSFER: dict[str, tuple[str, dict]] = _both_layouts({
+    "R50-1x1-256-64-56": _conv("conv2d", (56, 56), 256, 64, 1, 1, 0),
+    "R50-3x3-64-56": _conv("conv2d", (56, 56), 64, 64, 3, 1, 1),
+    "R50-3x3s2-128-56": _conv("conv2d", (56, 56), 128, 128, 3, 2, 1),
+    "R50-1x1-512-128-28": _conv("conv2d", (28, 28), 512, 128, 1, 1, 0),
+    "MV2-1x1-144-24-56": _conv("conv2d", (56, 56), 144, 24, 1, 1, 0),
+    "MV2-dw3x3-144-56": ("depthwise_conv2d", dict(in_channels=144, input_size=(56, 56), kernel_size=3, padding=1)),
+    "MV2-dw3x3s2-96-112": ("depthwise_conv2d", dict(in_channels=96, input_size=(112, 112), kernel_size=3, stride=2,
+                                                    padding=1)),
+    "MV2-dw3x3-384-14": ("depthwise_conv2d", dict(in_channels=384, input_size=(14, 14), kernel_size=3, padding=1)),
+    "VGG-3x3-128-256-56": _conv("conv2d", (56, 56), 128, 256, 3, 1, 1),
+})
+
+SUITES = {"ansor": ANSOR, "extras": EXTRAS, "all": {**ANSOR, **EXTRAS}, "spotcheck": SPOTCHECK,
+          "transfer": TRANSFER}
 
 
 def representative() -> dict[str, Workload]:

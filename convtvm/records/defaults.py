@@ -9,7 +9,10 @@ looks for a record of its workload, in this order:
 3. on an x86 CPU that no shipped log is for, the nearest shipped log's record of the workload (the same
    vector ISA first: AVX-512 from an AVX-512 CPU's log, AVX2 from an AVX2 one's), replayed for this
    CPU, compiled, checked against PyTorch and timed here, then kept in the user's log. That costs one
-   workload's compile and check on its first build, never a whole log's carry-over.
+   workload's compile and check on its first build, never a whole log's carry-over;
+4. (``borrowed_schedule``) for a workload none of these logs holds, the record of its nearest tuned
+   neighbours in them (same computation, layout and dtype), refitted to its extents, checked against
+   PyTorch, timed here and kept in the user's log (``borrow``): a few candidates, seconds per build.
 
 A record is applied only when its kernel reproduces PyTorch's result on this machine (see
 ``verify.best_record``); otherwise the build falls back to the target's untuned schedule.
@@ -26,7 +29,7 @@ from pathlib import Path
 from ..targets import SHIPPED_LOGS as SHIPPED
 from ..targets import TargetInfo
 from ..variants import Workload
-from . import verify
+from . import borrow, verify
 from .log import TuningLog, target_key
 
 _told: set = set()  # target tags whose record source this process has announced
@@ -46,20 +49,24 @@ def shipped_log(info: TargetInfo) -> Path | None:
 @dataclass(frozen=True)
 class Schedule:
     """What a build applies: ``mod`` (the scheduled IRModule, None for the fallback), ``kind`` ("tuned",
-    "carried over" or "fallback") and ``source`` (the log it came from, or None)."""
+    "carried over", "borrowed" or "fallback") and ``source`` (the log it came from; for a borrowed
+    record, ``"<log>: <workload>"``, the tuned workload it was refitted from; None for the fallback)."""
 
     mod: object
     kind: str
     source: str | None
 
 
-def default_schedule(w: Workload, info: TargetInfo) -> Schedule:
-    """The record a build of ``w`` for ``info`` applies when no log is named (see the module doc)."""
+def default_schedule(w: Workload, info: TargetInfo, lend: bool = True) -> Schedule:
+    """The record a build of ``w`` for ``info`` applies when no log is named (see the module doc);
+    ``lend=False`` leaves out step 4 (borrowing)."""
     mine = user_log(info)
     for log in (mine, shipped_log(info)):
         if log is not None and TuningLog(log).has_target():
             mod = verify.best_schedule(w, info, log)
             if mod is not None:
+                if log == mine and w.key in TuningLog(log).borrowed():
+                    return Schedule(mod, "borrowed", TuningLog(log).borrowed()[w.key])
                 donor = TuningLog(log).carried().get(w.key) if log == mine else None
                 return Schedule(mod, "carried over" if donor else "tuned", str(SHIPPED / donor if donor else log))
     if info.backend.carries_records() and shipped_log(info) is None:
@@ -67,7 +74,34 @@ def default_schedule(w: Workload, info: TargetInfo) -> Schedule:
             mod = carry_over(w, info, donor)
             if mod is not None:
                 return Schedule(mod, "carried over", str(donor))
-    return Schedule(None, "fallback", None)
+    lent = borrowed_schedule([w], info) if lend else None
+    return lent[1] if lent else Schedule(None, "fallback", None)
+
+
+def borrow_logs(info: TargetInfo) -> list[Path]:
+    """The logs a default build borrows from, first first: the user's log, this target's shipped log,
+    and (an x86 CPU no log is shipped for) the other CPUs' shipped logs, nearest first."""
+    logs = [log for log in (user_log(info), shipped_log(info)) if log is not None and TuningLog(log).has_records()]
+    if info.backend.carries_records() and shipped_log(info) is None:
+        logs += donor_logs(info)
+    return logs
+
+
+def borrowed_schedule(ws: list, info: TargetInfo) -> tuple[Workload, Schedule] | None:
+    """(workload, its borrowed Schedule) for the faster kernel of the workloads ``ws`` (one computation
+    in different layouts: a channels-first workload and its channels-last twin) whose records are
+    borrowed from their nearest tuned neighbours in ``borrow_logs`` (``borrow.borrow``); the winner is
+    kept in the user's log. None when no candidate passes, or for a target whose kernels do not run
+    on this machine (candidates cannot be timed)."""
+    if not info.backend.runs_in_process():
+        return None
+    logs = borrow_logs(info)
+    lent = [b for b in (borrow.borrow(w, info, logs, keep=False) for w in ws) if b is not None]
+    if not lent:
+        return None
+    best = min(lent, key=lambda b: b.ms)
+    borrow.keep_borrowed(best, info)
+    return best.workload, Schedule(best.mod, "borrowed", best.source)
 
 
 def network_logs(info: TargetInfo) -> list[tuple[Path, bool]]:

@@ -9,6 +9,7 @@
         trials.json                   name -> trials measured (optional)
         curves.json                   name -> tuning curve (optional, beside pruned logs)
         carried.json                  workload key -> the shipped log its record was carried from
+        borrowed.json                 workload key -> the tuned workload its record was borrowed from
 
 ``TuningLog`` is the only code that reads or writes these files. Every write is atomic (a temp file
 renamed over the old one, ``artifact``), so an interrupted write leaves the previous file whole.
@@ -28,7 +29,7 @@ from .. import artifact
 from ..targets import SHIPPED_LOGS, TargetInfo, cache_dir, resolve
 
 DB_FILES = ("database_workload.json", "database_tuning_record.json")
-TARGET, TRIALS, CURVES, CARRIED = "target.json", "trials.json", "curves.json", "carried.json"
+TARGET, TRIALS, CURVES, CARRIED, BORROWED = "target.json", "trials.json", "curves.json", "carried.json", "borrowed.json"
 
 
 def log_argument(value, where: str):
@@ -502,3 +503,15 @@ class TuningLog:
     def record_carried(self, key: str, donor: str) -> None:
         """Note in carried.json that the record of workload ``key`` came from the shipped log ``donor``."""
         artifact.write_json_atomic(self.path / CARRIED, {**self.carried(), key: donor})
+
+    def borrowed(self) -> dict:
+        """borrowed.json: workload key -> the tuned workload (and its log) whose record was refitted to
+        it ({} where absent or unreadable)."""
+        try:
+            return json.loads((self.path / BORROWED).read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def record_borrowed(self, key: str, source: str) -> None:
+        """Note in borrowed.json that the record of workload ``key`` was borrowed from ``source``."""
+        artifact.write_json_atomic(self.path / BORROWED, {**self.borrowed(), key: source})

@@ -85,10 +85,16 @@ def _record_line(copy: TuningLog, lines: list, mod, record) -> int | None:
 def reproduces_torch(w: Workload, info: TargetInfo, mod, record) -> bool:
     """Build ``mod`` with one record's schedule for this machine and compare its output with PyTorch's
     on random inputs. Raises whatever the build raises (a trace that does not build here)."""
+    return reproduces_torch(w, info, scheduled(mod, record))
+
+
+def reproduces_torch(w: Workload, info: TargetInfo, scheduled_mod) -> bool:
+    """Build the scheduled IRModule of ``w`` for this machine and compare its output with PyTorch's on
+    random inputs. Raises whatever the build raises."""
     import numpy as np
     import tvm
     with info.target:
-        lib = tvm.compile(scheduled(mod, record), target=info.target)
+        lib = tvm.compile(scheduled_mod, target=info.target)
     xs = w.random_inputs(seed=7)
     args = [tvm.runtime.tensor(np.ascontiguousarray(x)) for x in xs]
     out = tvm.runtime.empty(w.output_shape, w.dtype)

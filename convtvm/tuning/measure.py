@@ -9,15 +9,12 @@ initializer that pays the slow imports once per worker, for kernels that might c
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
-import os
 import re
-import sys
 import time
-import types
 
+from ..records.space import _rules, make_context, skip_tensor_intrinsics  # noqa: F401 - re-exported
 from ..records.verify import scheduled
 from ..targets import TargetInfo
 
@@ -117,55 +114,6 @@ def InProcessBuilder(target):  # noqa: N802 - a class factory (MetaSchedule obje
 
 def InProcessRunner(evaluator):  # noqa: N802
     return _in_process_classes()[1](evaluator)
-
-
-def _rules(cfg: dict):
-    """The schedule rules of a target's tuning config (its ``rules`` section)."""
-    from tvm.s_tir import meta_schedule as ms
-    r = cfg["rules"]
-    mlt = dict(r["multi_level_tiling"])
-    if "reuse_write" in mlt:
-        mlt["reuse_write"] = ms.schedule_rule.ReuseType(**mlt["reuse_write"])
-    return [ms.schedule_rule.ApplyCustomRule(),  # blocks annotated "schedule_rule": Winograd's transforms
-            ms.schedule_rule.AutoInline(**r["auto_inline"]),
-            ms.schedule_rule.AddRFactor(**r["add_rfactor"]),
-            ms.schedule_rule.MultiLevelTiling(**mlt),
-            ms.schedule_rule.ParallelizeVectorizeUnroll(**r["parallel_vectorize_unroll"]),
-            ms.schedule_rule.RandomComputeLocation()]
-
-
-@contextlib.contextmanager
-def skip_tensor_intrinsics(info: TargetInfo):
-    """TuneContext imports every tensor intrinsic of every target (CUDA, ROCm, Hexagon, ...):
-    ~50 s on a 2-core machine. While the contexts are built, a stand-in package loads only the
-    intrinsics this target's search space can use."""
-    name = "tvm.s_tir.tensor_intrin"
-    if name in sys.modules or info.backend.tensor_intrinsics is None:
-        yield
-        return
-    import importlib.util
-    stub = types.ModuleType(name)
-    stub.__path__ = [os.path.dirname(importlib.util.find_spec(name).origin)]
-    sys.modules[name] = stub
-    try:
-        for sub in info.backend.tensor_intrinsics:
-            importlib.import_module(f"{name}.{sub}")
-        yield
-    finally:
-        del sys.modules[name]
-
-
-def make_context(mod, info: TargetInfo, name: str, seed: int | None = None):
-    """A TuneContext for one IRModule with the target's search space from schedules/."""
-    from tvm.s_tir import meta_schedule as ms
-    cfg = info.config["tuning"]
-    rules = _rules(cfg) if "rules" in cfg else "from-target"
-    space = ms.space_generator.PostOrderApply(sch_rules=rules, postprocs="from-target",
-                                              mutator_probs="from-target")
-    return ms.TuneContext(mod=mod, target=info.target, space_generator=space,
-                          search_strategy=ms.search_strategy.EvolutionarySearch(**cfg["search"]),
-                          task_name=name, rand_state=-1 if seed is None else seed,
-                          num_threads=os.cpu_count()).clone()
 
 
 def kernel_key(mod) -> str:

@@ -18,8 +18,9 @@ import math
 import tempfile
 
 from ..records.log import Record, TuningLog
+from ..records.space import make_context, replay, skip_tensor_intrinsics  # noqa: F401 - replay re-exported
 from ..records.verify import matches_unscheduled
-from .measure import kernel_timer, make_context, skip_tensor_intrinsics
+from .measure import kernel_timer
 
 SPATIAL, REDUCTION = 4, 2  # SamplePerfectTile's n for the S and R loops of SSRSRS
 
@@ -86,19 +87,6 @@ def candidate_decisions(trace, rows, lanes, max_inner: int = 64) -> dict:
                                 "/".join("x".join(map(str, red[i])) for i in reduction)
                         out[label] = {**new, **red}
     return out
-
-
-def replay(mod, trace, decisions: dict, postprocs):
-    """``mod`` scheduled by ``trace`` with ``decisions`` changed and the postprocessors run again;
-    None when a postprocessor rejects the result."""
-    from tvm.s_tir import Schedule
-    t = trace
-    for inst, d in decisions.items():
-        t = t.with_decision(inst, d, remove_postproc=True)
-    sch = Schedule(mod)
-    t.apply_to_schedule(sch, remove_postproc=True)
-    sch.enter_postproc()
-    return sch if all(p.apply(sch) for p in postprocs) else None
 
 
 def register_tiles(target) -> tuple[tuple, tuple]:
