@@ -130,22 +130,27 @@ def cmd_check(args) -> int:
 
 def cmd_tune(args) -> int:
     from . import tune
+    from .tuning.progress import for_stream
     info = _target(args)
-    if args.model:
-        from .tuning.network import tune_model
-        _model_only(args)
-        tune_model(args.model, args.input_size, info, args.trials, args.log, trials_per_iter=args.trials_per_iter,
-                   exit_on_sigint=True, heaviest=args.tasks, untuned=args.untuned, names=args.task)
-        return 0
-    if args.tasks is not None or args.untuned or args.task:
-        raise ValueError("--tasks, --task and --untuned choose among a model's tasks: give --model")
-    ws = _workloads(args)
+    progress = for_stream(sys.stdout)  # a live status line on a terminal, plain lines otherwise
     try:
+        if args.model:
+            from .tuning.network import tune_model
+            _model_only(args)
+            tune_model(args.model, args.input_size, info, args.trials, args.log, trials_per_iter=args.trials_per_iter,
+                       exit_on_sigint=True, heaviest=args.tasks, untuned=args.untuned, names=args.task,
+                       progress=progress)
+            return 0
+        if args.tasks is not None or args.untuned or args.task:
+            raise ValueError("--tasks, --task and --untuned choose among a model's tasks: give --model")
+        ws = _workloads(args)
         tune(list(ws.values()), info, trials=args.trials, log=args.log, names=list(ws),
-             isolated=args.isolated, trials_per_iter=args.trials_per_iter, exit_on_sigint=True)
+             isolated=args.isolated, trials_per_iter=args.trials_per_iter, exit_on_sigint=True, progress=progress)
     except KeyboardInterrupt:
         print("\ninterrupted: every measured batch is already in the log", file=sys.stderr)
         return 130
+    finally:
+        getattr(progress, "close", lambda: None)()
     return 0
 
 

@@ -22,6 +22,7 @@ from ..targets import TargetInfo, resolve
 from ..variants import Workload
 from .measure import (_ARTIFACTS, ALREADY_MEASURED, MEASURED, STATS, kernel_key, make_builder_runner, make_context,
                       skip_tensor_intrinsics)
+from .progress import ProgressLine
 
 @dataclass
 class TaskProgress:
@@ -42,8 +43,10 @@ class TaskProgress:
 def tune(workloads, target="x86", trials: int = 64, log=None, *, weights=None, names=None, **kwargs) -> dict:
     """Tune one workload or many (the task scheduler shares ``trials`` among them).
 
-    Records go to ``log`` (default ``tuning_logs/<target tag>``); a second run continues from them.
-    Returns {"log", "trials", "seconds", "tasks": [TaskProgress...]}.
+    Records go to ``log`` (default: the user's log, ``TuningLog.default``, seeded from the shipped one); a
+    second run continues from them. ``kwargs`` go to ``tune_modules`` (``progress``: a callable given
+    each message; a batch's is a ``progress.ProgressLine``). Returns {"log", "trials", "seconds",
+    "tasks": [TaskProgress...]}.
     """
     ws = [workloads] if isinstance(workloads, Workload) else list(workloads)
     if not ws:
@@ -89,7 +92,7 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
         callbacks = [_add_new_to_database(database, tasks, info.target) if in_process
                      else ms.measure_callback.AddToDatabase(),
                      ms.measure_callback.UpdateCostModel(),
-                     _progress_callback(rows, start, progress, after_batch)]
+                     _progress_callback(rows, start, progress, after_batch, int(trials))]
         if not in_process:
             callbacks.insert(1, ms.measure_callback.RemoveBuildArtifact())
         with skip_tensor_intrinsics(info):
@@ -237,7 +240,7 @@ def _on_sigint(interrupted: list, previous, exit_on_sigint: bool, progress):
     return handler
 
 
-def _progress_callback(tasks, start, progress, sync):
+def _progress_callback(tasks, start, progress, sync, budget: int):
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
     from tvm.ir.utils import derived_object
 
@@ -263,7 +266,11 @@ def _progress_callback(tasks, start, progress, sync):
                 t.curve.append((t.trials, t.best_s))
             sync()
             total = sum(x.trials for x in tasks)
-            progress(f"  [{time.time() - start:6.0f}s] {t.name[:60]}: {t.trials} trials, best "
-                     f"{t.best_s * 1e3:.3f} ms = {t.best_gflops:.1f} GFLOP/s  (all tasks: {total} trials)")
+            elapsed = time.time() - start
+            first = next((s for _, s in t.curve if s < float("inf")), float("inf"))
+            progress(ProgressLine(f"  [{elapsed:6.0f}s] {t.name[:60]}: {t.trials} trials, best "
+                                  f"{t.best_s * 1e3:.3f} ms = {t.best_gflops:.1f} GFLOP/s  (all tasks: {total} trials)",
+                                  done=total, total=budget, elapsed=elapsed, task=t.name[:40], best_s=t.best_s,
+                                  first_s=first, gflops=t.best_gflops))
 
     return _Progress()
