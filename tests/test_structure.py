@@ -69,3 +69,15 @@ def test_no_import_cycle():
 def test_no_module_over_700_lines():
     long = {m: n for m, f in _modules().items() if (n := len(f.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_no_module_defines_a_function_twice():
+    """A second top-level ``def`` of the same name silently replaces the first (a merge once left two
+    ``reproduces_torch`` of different signatures, and every record check raised a TypeError)."""
+    twice = {}
+    for m, f in _modules().items():
+        names = [n.name for n in ast.parse(f.read_text()).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            twice[m] = dup
+    assert twice == {}

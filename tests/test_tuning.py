@@ -156,7 +156,7 @@ def test_a_corrupt_workload_line_takes_only_its_own_records(tuned_log, tmp_path)
 
 def test_a_record_that_does_not_build_is_skipped(tuned_log, monkeypatch):
     calls = []
-    real = verify.reproduces_torch
+    real = verify.record_reproduces_torch
 
     def first_fails(w, info, mod, record):
         calls.append(record)
@@ -164,7 +164,7 @@ def test_a_record_that_does_not_build_is_skipped(tuned_log, monkeypatch):
             raise RuntimeError("LLVM ERROR: cannot select\nmore detail")
         return real(w, info, mod, record)
 
-    monkeypatch.setattr(verify, "reproduces_torch", first_fails)
+    monkeypatch.setattr(verify, "record_reproduces_torch", first_fails)
     with pytest.warns(LogWarning, match=r"database_tuning_record\.json:\d+: a record of conv2d.* does not "
                                               r"build \(RuntimeError: LLVM ERROR: cannot select\); skipped"):
         record, _ = verify.best_record(W, resolve("x86"), tuned_log)
@@ -364,7 +364,7 @@ def test_a_faster_record_with_a_wrong_result_is_passed_over(tmp_path, seed):
     workload = ms.database.Workload.from_json(json.loads((log / DB_FILES[0]).read_text()))
     wrong, right = (ms.database.TuningRecord.from_json(r, workload) for _, r in rows)
     assert sum(rows[0][1][1]) / 3 < rows[1][1][1][0]  # the wrong one is the faster
-    assert not verify.reproduces_torch(w, info, mod, wrong)
+    assert not verify.record_reproduces_torch(w, info, mod, wrong)
     record, _ = verify.best_record(w, info, log)
     assert str(record.trace) == str(right.trace)
     m = convtvm.build(w, info, tuning_log=log)

@@ -154,7 +154,7 @@ def _passes_here(w: Workload, info: TargetInfo, mod, record) -> bool:
     """The record replays, builds for ``info`` and reproduces torch here (a donor's trace may not build
     for this CPU: then it is passed over, as a wrong one is)."""
     try:
-        return verify.reproduces_torch(w, info, mod, record)
+        return verify.record_reproduces_torch(w, info, mod, record)
     except Exception:  # noqa: BLE001 - a trace that does not build here: not carried over
         return False
 

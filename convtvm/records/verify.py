@@ -52,7 +52,7 @@ def best_record(w: Workload, info: TargetInfo, log):
         check = info.backend.verifies_records()
         for r in records:
             try:
-                if not check or reproduces_torch(w, info, mod, r):
+                if not check or record_reproduces_torch(w, info, mod, r):
                     return r, mod
             except Exception as e:  # noqa: BLE001 - a record that replays but does not build: the next
                 where = _record_line(TuningLog(tmp), lines, mod, r)
@@ -82,7 +82,7 @@ def _record_line(copy: TuningLog, lines: list, mod, record) -> int | None:
         return None
 
 
-def reproduces_torch(w: Workload, info: TargetInfo, mod, record) -> bool:
+def record_reproduces_torch(w: Workload, info: TargetInfo, mod, record) -> bool:
     """Build ``mod`` with one record's schedule for this machine and compare its output with PyTorch's
     on random inputs. Raises whatever the build raises (a trace that does not build here)."""
     return reproduces_torch(w, info, scheduled(mod, record))
@@ -107,7 +107,7 @@ def record_matches_torch(w: Workload, info: TargetInfo, wl_json, rec_json) -> bo
     random inputs."""
     from tvm.s_tir import meta_schedule as ms
     record = ms.database.TuningRecord.from_json(rec_json, ms.database.Workload.from_json(wl_json))
-    return reproduces_torch(w, info, tuned_ir_module(w, info), record)
+    return record_reproduces_torch(w, info, tuned_ir_module(w, info), record)
 
 
 def matches_unscheduled(info: TargetInfo, wl_json, rec_json) -> bool:
