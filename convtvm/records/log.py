@@ -465,9 +465,17 @@ class TuningLog:
                 f.write("".join(line + "\n" for line in lines))
 
     # -- the files beside the database ----------------------------------------------------------
-    def _json(self, name: str) -> dict:
-        meta = self.path / name
-        return json.loads(meta.read_text()) if meta.exists() else {}
+    def _json(self, name: str, unreadable_as_empty: bool = False) -> dict:
+        """The side file ``name``'s content: {} where it is absent, and with ``unreadable_as_empty`` where
+        it cannot be read or parsed (else that raises)."""
+        try:
+            return json.loads((self.path / name).read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, json.JSONDecodeError):
+            if unreadable_as_empty:
+                return {}
+            raise
 
     def trials(self) -> dict:
         """trials.json: name -> trials measured ({} where absent)."""
@@ -495,10 +503,7 @@ class TuningLog:
     def carried(self) -> dict:
         """carried.json: workload key -> the name of the shipped log its record was carried from
         ({} where absent or unreadable)."""
-        try:
-            return json.loads((self.path / CARRIED).read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
+        return self._json(CARRIED, unreadable_as_empty=True)
 
     def record_carried(self, key: str, donor: str) -> None:
         """Note in carried.json that the record of workload ``key`` came from the shipped log ``donor``."""
@@ -507,10 +512,7 @@ class TuningLog:
     def borrowed(self) -> dict:
         """borrowed.json: workload key -> the tuned workload (and its log) whose record was refitted to
         it ({} where absent or unreadable)."""
-        try:
-            return json.loads((self.path / BORROWED).read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
+        return self._json(BORROWED, unreadable_as_empty=True)
 
     def record_borrowed(self, key: str, source: str) -> None:
         """Note in borrowed.json that the record of workload ``key`` was borrowed from ``source``."""
