@@ -396,7 +396,7 @@ def test_a_tuning_log_argument_is_none_false_or_a_path(bad):
 def test_build_and_compile_model_name_what_they_take():
     with pytest.raises(TypeError, match="build takes a Workload"):
         convtvm.build("conv2d")
-    with pytest.raises(TypeError, match="compile_model takes a torch.nn.Module, got function"):
+    with pytest.raises(TypeError, match=r"compile_model takes a torch.nn.Module \(or an ExportedProgram.*got function"):
         convtvm.compile_model(lambda x: x, [torch.ones(1)])
     with pytest.raises(TypeError, match=r"example_inputs is a list or tuple of tensors, got Tensor: write \[x\]"):
         convtvm.compile_model(torch.nn.ReLU(), torch.ones(1))

@@ -24,7 +24,7 @@ from ..records import defaults
 from ..records.log import log_argument
 from ..exports import tvm_version
 from ..targets import TargetInfo, check_target_options, resolve
-from .importer import import_model, reference_outputs
+from .importer import OnnxModel, import_model, reference_outputs
 from .passes import index_bounds, safe_takes
 from .runtime import Model
 from .schedule import lower, schedule
@@ -55,8 +55,9 @@ def compile_model(module, example_inputs, target="x86", tuning_log=None, **targe
     import tvm
     check_target_options(target_options, "compile_model", ("module", "example_inputs", "target", "tuning_log"))
     import torch
-    if not isinstance(module, torch.nn.Module):
-        raise TypeError(f"compile_model takes a torch.nn.Module, got {type(module).__name__}")
+    if not isinstance(module, (torch.nn.Module, torch.export.ExportedProgram, OnnxModel)):
+        raise TypeError(f"compile_model takes a torch.nn.Module (or an ExportedProgram, or an OnnxModel from "
+                        f"network.importer.load_model_file), got {type(module).__name__}")
     if not isinstance(example_inputs, (list, tuple)):
         raise TypeError(f"compile_model's example_inputs is a list or tuple of tensors, got "
                         f"{type(example_inputs).__name__}: write [x]")
