@@ -165,6 +165,11 @@ def network_rows(groups) -> list[tuple[dict, dict]]:
     return rows
 
 
+def _network_name(name: str, input_size, batch) -> str:
+    """"efficientnet_v2_s 224px batch 1"; a model file's row, whose inputs its file defines, has no size."""
+    return " ".join([name] + ([f"{input_size}px"] if input_size else []) + ([f"batch {batch}"] if batch else []))
+
+
 def _fastest_other(m):
     """(name, ms) of the fastest contender that is not convtvm, or None."""
     others = {k: v for k, v in (m.get("timings_ms") or {}).items() if not k.startswith("convtvm") and v}
@@ -227,7 +232,7 @@ def networks_figure(groups):
             ax.bar(np.array(xs) + (j - (len(conts) - 1) / 2) * width, [_t(here[k][1], c) for k in xs], width,
                    color=colors[c], label=c if i == 0 else None)
         ax.set_xticks(range(len(here)), [g["machine"] for g, _ in here], fontsize=8, rotation=15, ha="right")
-        ax.set(title=f"{net[0]} {net[1]}px batch {net[2]} (lower is better)", ylabel="latency (ms)")
+        ax.set(title=f"{_network_name(*net)} (lower is better)", ylabel="latency (ms)")
         ax.grid(axis="y", alpha=0.3)
     fig.legend(loc="outside right upper", fontsize=8, frameon=False)
     return fig
@@ -300,7 +305,7 @@ def what_to_look_at(groups) -> list[str]:
         tuned, other = _t(m, TUNED), _fastest_other(m)
         if tuned is None or other is None:
             continue
-        lines.append(f"{g['label']}: {m['name']} {m.get('input_size')}px batch {m.get('batch')}: convtvm "
+        lines.append(f"{g['label']}: {_network_name(m['name'], m.get('input_size'), m.get('batch'))}: convtvm "
                      f"{_ms(tuned)} ms = {tuned / other[1]:.2f} of the fastest other ({other[0]}, {_ms(other[1])} "
                      f"ms; goal <= {NETWORK_GOAL})")
     emulated = [g["label"] for g in groups if g["emulated"]]
