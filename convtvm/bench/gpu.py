@@ -56,10 +56,8 @@ def bench_ops_cuda(workloads: dict, target="cuda", log=None, rounds: int = 15, p
     extra = {"gpu_sms": props.multi_processor_count, "gpu_memory_gib": round(props.total_memory / 2**30, 1),
              "cuda_torch": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "driver": _driver()}
     peak = next((v for k, v in PEAK_FP32.items() if k in torch.cuda.get_device_name(0)), None)
-    result = results.envelope(info, 1, results=rows, peak=peak, machine_extra=extra,
-                              tuning_curves=tuning_curves(log or defaults.shipped_log(info), workloads))
-    result["timed_as"] = TIMED_AS
-    return result
+    return results.envelope(info, 1, results=rows, peak=peak, machine_extra=extra, timed_as=TIMED_AS,
+                            tuning_curves=tuning_curves(log or defaults.shipped_log(info), workloads))
 
 
 def _bench_one(w, name: str, info, log, rounds: int, min_ms: float) -> dict:

@@ -87,9 +87,7 @@ def bench_model(name: str, input_size: int | None, target_info, log=None, rounds
     timed_as = {"convtvm_tuned": "net(x) on a torch tensor", "convtvm_untuned": "net(x), untuned schedules",
                 "torch": "model(x) in eval, no_grad", "torch_compile": "torch.compile(model)(x)",
                 "onnxruntime": "InferenceSession.run on a numpy array"}
-    result = results.envelope(info, threads, models=[row])
-    result["timed_as"] = timed_as
-    return result
+    return results.envelope(info, threads, models=[row], timed_as=timed_as)
 
 
 def _first(out):

@@ -84,18 +84,19 @@ def peak_gflops(kind: str, cores: int) -> float | None:
 
 
 def envelope(info, threads: int, *, results=(), models=(), tuning_curves=(), peak: float | None = None,
-             machine_extra: dict | None = None, **extra) -> dict:
+             machine_extra: dict | None = None, timed_as: dict | None = None, **extra) -> dict:
     """A result file's content for a run on target ``info`` with ``threads`` threads.
 
     ``peak``: the fp32 peak in GFLOP/s (default: ``peak_gflops`` for the CPU); ``machine_extra`` adds
-    fields to ``machine`` (a GPU's memory, driver); ``extra``: further top-level fields."""
+    fields to ``machine`` (a GPU's memory, driver); ``timed_as``: how each column was timed (default:
+    ``TIMED_AS``, the single-op CPU columns); ``extra``: further top-level fields."""
     peak = peak if peak is not None else peak_gflops(info.kind, threads)
     mach = machine()
     mach.update(machine_extra or {})
     return {"schema": SCHEMA, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": mach, "target": info.kind, "target_detail": json.loads(info.target_json),
             "emulated": False, "threads": threads, "peak_gflops": peak, "peak_source": "given" if peak else None,
-            "timed_as": TIMED_AS, "results": list(results), "models": list(models),
+            "timed_as": timed_as or TIMED_AS, "results": list(results), "models": list(models),
             "tuning_curves": list(tuning_curves), **extra}
 
 
