@@ -54,15 +54,15 @@ def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="x86", help="x86, arm or cuda (default x86)")
     p.add_argument("--arm-cpu", help="ARM: adds mcpu, e.g. cortex-a72, neoverse-n1")
     p.add_argument("--cuda-arch", default="sm_90", help="CUDA: sm_XX (default sm_90)")
-    p.add_argument("--rpc", help="ARM: a TVM RPC server HOST:PORT (a real board)")
-    p.add_argument("--rpc-tracker", help="ARM: a TVM RPC tracker HOST:PORT")
-    p.add_argument("--rpc-key", help="ARM: the device key at the tracker")
+    p.add_argument("--rpc", help="ARM: a TVM RPC server HOST:PORT (a real board); x86 tune: one server to measure on")
+    p.add_argument("--rpc-tracker", help="a TVM RPC tracker HOST:PORT (ARM: a board; x86 tune: its servers measure)")
+    p.add_argument("--rpc-key", help="the servers' key at the tracker")
 
 
-def _target(args):
+def _target(args, tuning: bool = False):
     from .targets import resolve
     info = resolve(args.target, arm_cpu=args.arm_cpu, cuda_arch=args.cuda_arch)
-    info.backend.connect(rpc=args.rpc, tracker=args.rpc_tracker, key=args.rpc_key)
+    info.backend.connect(rpc=args.rpc, tracker=args.rpc_tracker, key=args.rpc_key, tuning=tuning)
     return info
 
 
@@ -131,7 +131,7 @@ def cmd_check(args) -> int:
 def cmd_tune(args) -> int:
     from . import tune
     from .tuning.progress import for_stream
-    info = _target(args)
+    info = _target(args, tuning=True)
     progress = for_stream(sys.stdout)  # a live status line on a terminal, plain lines otherwise
     try:
         if args.model:
@@ -144,7 +144,7 @@ def cmd_tune(args) -> int:
         if args.tasks is not None or args.untuned or args.task:
             raise ValueError("--tasks, --task and --untuned choose among a model's tasks: give --model")
         ws = _workloads(args)
-        tune(list(ws.values()), info, trials=args.trials, log=args.log, names=list(ws),
+        tune(list(ws.values()), info, trials=args.trials, log=args.log, names=list(ws), weights=_torch_weights(ws, info),
              isolated=args.isolated, trials_per_iter=args.trials_per_iter, exit_on_sigint=True, progress=progress)
     except KeyboardInterrupt:
         print("\ninterrupted: every measured batch is already in the log", file=sys.stderr)
@@ -152,6 +152,17 @@ def cmd_tune(args) -> int:
     finally:
         getattr(progress, "close", lambda: None)()
     return 0
+
+
+def _torch_weights(ws: dict, info) -> list | None:
+    """Task weights for tuning several ops on a CPU torch runs on: 1 / torch's milliseconds, so the task
+    scheduler spends trials where convtvm's time relative to torch falls fastest (a suite's goal is its
+    geomean against torch), not where the milliseconds are. None for one op or a remote target."""
+    if len(ws) < 2 or not info.backend.runs_in_process():
+        return None
+    from .bench.ops import torch_ms
+    print(f"timing torch on {len(ws)} ops to weight the tasks (1 / torch ms)")
+    return [1.0 / max(ms, 1e-6) for ms in torch_ms(ws).values()]
 
 
 def _model_only(args) -> None:

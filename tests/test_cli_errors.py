@@ -45,7 +45,12 @@ def one_error_line(capsys, cmd: str) -> str:
     (["build", "conv2d", "--suite", "ansor", "-o", "{tmp}/out"], "build",
      "give one of a variant, --suite or --file, not a variant and --suite"),
     (["tune", *SMALL, "--trials", "2", "--rpc-tracker", "127.0.0.1:9", "--rpc-key", "x"], "tune",
-     "--rpc-tracker, --rpc-key: target x86 runs on this machine, not over RPC"),
+     "--rpc-tracker 127.0.0.1:9: nothing answers there"),
+    (["tune", *SMALL, "--trials", "2", "--rpc-tracker", "127.0.0.1:9"], "tune",
+     "tracker=HOST:PORT needs key=DEVICE_KEY"),
+    (["tune", *SMALL, "--trials", "2", "--rpc-key", "x"], "tune", "--rpc-key names the servers at a tracker"),
+    (["build", *SMALL, "-o", "{tmp}/out", "--rpc-tracker", "127.0.0.1:9", "--rpc-key", "x"], "build",
+     "--rpc-tracker, --rpc-key: x86 modules run on this machine; only `convtvm tune` measures on x86 RPC servers"),
 ])
 def test_a_user_error_is_one_line_and_status_2(files, capsys, args, cmd, message):
     args = [a.replace("{tmp}", str(files)) for a in args]

@@ -10,7 +10,8 @@ MetaSchedule builder and runner hooks for that device.
 
 MetaSchedule: `make_rpc_runner()` gives an RPCRunner measuring on the emulated device through the
 module-level hooks `ms_create_session` / `ms_upload_module` / `ms_cleanup`; pair it with
-`make_local_builder()` (LocalBuilder with f_build=ms_build, f_export=ms_export).
+`make_local_builder()` (LocalBuilder with ``rpc.build_candidate``, ``ms_export``). A board's server
+and tracker are reached through :mod:`convtvm.backends.rpc`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import platform
 import shutil
 import tempfile
 import weakref
-from pathlib import Path
 
-from . import arm_runtime
+from . import arm_runtime, rpc as remote
 from .base import Backend, load_fresh
 
 # Where modules run when this host is not aarch64: {} = the emulated device; or {"rpc": "HOST:PORT"} /
@@ -93,7 +93,8 @@ class Arm(Backend):
             return load_fresh(path)
         return _ArmLibrary(path)
 
-    def connect(self, rpc: str | None = None, tracker: str | None = None, key: str | None = None) -> None:
+    def connect(self, rpc: str | None = None, tracker: str | None = None, key: str | None = None,
+                tuning: bool = False) -> None:
         """``set_remote``: the board modules run on from now on (none named: the emulated device)."""
         set_remote(rpc=rpc, tracker=tracker, key=key)
 
@@ -146,20 +147,6 @@ BACKEND = Arm()
 # sessions
 
 
-def _check_remote_args(rpc, tracker, key) -> None:
-    if rpc and tracker:
-        raise ValueError("give either rpc=HOST:PORT or tracker=HOST:PORT (with key), not both")
-    if tracker and not key:
-        raise ValueError("tracker=HOST:PORT needs key=DEVICE_KEY")
-
-
-def _split_addr(addr: str, what: str) -> tuple[str, int]:
-    host, sep, port = str(addr).rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"{what} must be HOST:PORT, got {addr!r}")
-    return host, int(port)
-
-
 def _emulated_session(setup_if_needed: bool):
     from tvm import rpc
     if arm_runtime.runtime_info() is None:
@@ -187,14 +174,9 @@ def open_session(rpc: str | None = None, tracker: str | None = None, key: str | 
     - no arguments: the emulated device (qemu-user + minrpc server over pipes; set up if needed);
     - rpc="HOST:PORT": a TVM RPC server (tvm.rpc.connect);
     - tracker="HOST:PORT", key=KEY: a device from an RPC tracker (connect_tracker(...).request(key))."""
-    from tvm import rpc as tvm_rpc
-    _check_remote_args(rpc, tracker, key)
-    if tracker:
-        host, port = _split_addr(tracker, "tracker")
-        return tvm_rpc.connect_tracker(host, port).request(key, session_timeout=session_timeout)
-    if rpc:
-        host, port = _split_addr(rpc, "rpc")
-        return tvm_rpc.connect(host, port, key=key or "", session_timeout=session_timeout)
+    remote.check_remote_args(rpc, tracker, key)
+    if tracker or rpc:
+        return remote.open_remote(rpc, tracker, key, session_timeout=session_timeout)
     if key:
         raise ValueError("key= is only meaningful with tracker=HOST:PORT")
     sess = _emulated_session(setup_if_needed)
@@ -224,13 +206,6 @@ def ms_create_session(rpc_config):
     return open_session(setup_if_needed=False)
 
 
-def ms_connect_server(rpc_config):
-    """RPCRunner f_create_session for a direct TVM RPC server at tracker_host:tracker_port."""
-    from tvm import rpc as tvm_rpc
-    return tvm_rpc.connect(rpc_config.tracker_host, int(rpc_config.tracker_port),
-                           session_timeout=rpc_config.session_timeout_sec)
-
-
 def ms_upload_module(session, local_path, remote_path):
     """RPCRunner f_upload_module for the emulated device: load the artifact by absolute path."""
     return session.get_function("ffi.ModuleLoadFromFile")(os.path.abspath(local_path))
@@ -243,48 +218,18 @@ def ms_cleanup(session, remote_path):
 
 def ms_export(mod) -> str:
     """LocalBuilder f_export: link the built module for aarch64; returns the .so path."""
-    path = os.path.join(tempfile.mkdtemp(prefix="convtvm_arm_ms_"), "tvm_tmp_mod.so")
-    mod.export_library(path, fcompile=arm_runtime.cross_compiler())
-    return path
-
-
-def ms_build(mod, target, _params=None):
-    """LocalBuilder f_build: MetaSchedule's default_build without its `import tvm.s_tir.tensor_intrin`.
-
-    Candidates reach the builder already scheduled (and tensorized), so compiling them needs no
-    intrinsic registry. LocalBuilder starts a fresh worker pool for every batch and once more for
-    its sanity check, so with the default build each batch pays that import (~40 s on 2 idle
-    cores, minutes on busy ones); with ms_build a batch of 4 conv candidates builds in ~12 s.
-    Use the default build + initializer=ms_builder_initializer if a schedule ever needs it."""
-    from tvm.driver import build as tvm_build
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return tvm_build(mod, target=target)
-
-
-def ms_builder_initializer() -> None:
-    """LocalBuilder initializer: import the tensor intrinsics once per worker (a slow import that
-    would otherwise count against the first build's timeout)."""
-    import tvm.s_tir.tensor_intrin  # noqa: F401
+    return remote.export_shared(mod, fcompile=arm_runtime.cross_compiler())
 
 
 def make_local_builder(timeout_sec: float = 120, max_workers: int = 1):
-    """A MetaSchedule LocalBuilder for aarch64: f_build=ms_build, f_export=ms_export."""
+    """A MetaSchedule LocalBuilder for aarch64: f_build=rpc.build_candidate, f_export=ms_export."""
     from tvm.s_tir.meta_schedule.builder import LocalBuilder
-    _ensure_importable_in_workers()
-    return LocalBuilder(f_build=ms_build, f_export=ms_export, timeout_sec=timeout_sec,
+    remote.ensure_importable_in_workers()
+    return LocalBuilder(f_build=remote.build_candidate, f_export=ms_export, timeout_sec=timeout_sec,
                         max_workers=max_workers)
 
 
 _EMULATED_KEY = "convtvm-arm-emulated"
-
-
-def _ensure_importable_in_workers() -> None:
-    """MetaSchedule workers are fresh Pythons: make sure they can import convtvm."""
-    pkg_parent = str(Path(__file__).resolve().parents[2])
-    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if pkg_parent not in parts:
-        os.environ["PYTHONPATH"] = os.pathsep.join([pkg_parent, *parts])
 
 
 def make_rpc_runner(rpc: str | None = None, tracker: str | None = None, key: str | None = None,
@@ -298,18 +243,10 @@ def make_rpc_runner(rpc: str | None = None, tracker: str | None = None, key: str
     a TVM RPC server; tracker=HOST:PORT + key: a tracker. timeout: seconds per measurement
     (RPCConfig.session_timeout_sec). Use with LocalBuilder(f_export=ms_export)."""
     from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, RPCConfig, RPCRunner
-    _ensure_importable_in_workers()
-    _check_remote_args(rpc, tracker, key)
-    if tracker:
-        host, port = _split_addr(tracker, "tracker")
-        cfg = RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key, session_timeout_sec=timeout)
-        return RPCRunner(cfg, evaluator_config=evaluator_config, max_workers=max_workers)
-    if rpc:
-        host, port = _split_addr(rpc, "rpc")
-        cfg = RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key or "server",
-                        session_timeout_sec=timeout)
-        return RPCRunner(cfg, evaluator_config=evaluator_config, f_create_session=ms_connect_server,
-                         max_workers=max_workers)
+    remote.ensure_importable_in_workers()
+    remote.check_remote_args(rpc, tracker, key)
+    if tracker or rpc:
+        return remote.remote_runner(evaluator_config, rpc, tracker, key, timeout=timeout, max_workers=max_workers)
     if arm_runtime.runtime_info() is None:
         if not setup_if_needed:
             raise RuntimeError(f"the emulated aarch64 device is not set up: run `{arm_runtime.SETUP_COMMAND}`")

@@ -102,14 +102,15 @@ class Backend:
         return load_fresh(path)
 
     # -- running ------------------------------------------------------------------------------------
-    def connect(self, rpc: str | None = None, tracker: str | None = None, key: str | None = None) -> None:
-        """Run this target's modules on the device a TVM RPC server (``rpc`` HOST:PORT) or tracker
-        (``tracker`` HOST:PORT, ``key``) names. Raises ValueError when any is given to a target that
-        does not run over RPC (its modules run on this machine: the flags would be ignored)."""
+    def connect(self, rpc: str | None = None, tracker: str | None = None, key: str | None = None,
+                tuning: bool = False) -> None:
+        """Run this target's modules (``tuning``: measure its tuning candidates) on the device a TVM RPC
+        server (``rpc`` HOST:PORT) or tracker (``tracker`` HOST:PORT, ``key``) names. Raises ValueError
+        when any is given to a target that does not run over RPC (the flags would be ignored)."""
         given = [f for f, v in (("--rpc", rpc), ("--rpc-tracker", tracker), ("--rpc-key", key)) if v]
         if given:
             raise ValueError(f"{', '.join(given)}: target {self.kind} runs on this machine, not over RPC "
-                             "(only --target arm connects to a device)")
+                             "(--target arm runs on a device; x86 tunes on RPC servers)")
 
     def device(self):
         """The TVM device this target's modules run on."""

@@ -55,6 +55,18 @@ def bench_ops(workloads: dict, target="x86", log=None, rounds: int = 15, progres
                             tuning_curves=tuning_curves(log_dir, workloads))
 
 
+def torch_ms(workloads: dict, rounds: int = 3) -> dict:
+    """name -> milliseconds of each workload's plain torch call (``torch_baseline.contender``, the faster
+    memory format), median of ``rounds`` batches: what ``bench_ops`` reports as ``torch``."""
+    out = {}
+    for name, w in workloads.items():
+        xs = w.random_inputs(seed=1)
+        contenders = {fmt: call_contender(*torch_baseline.contender(w, xs, fmt))
+                      for fmt in torch_baseline.memory_formats(w.ndim)}
+        out[name] = min(time_interleaved(contenders, rounds, settle=0.02).values())
+    return out
+
+
 def _bench_one(w, name: str, info, log, rounds: int, handicapped_torch: bool) -> dict:
     xs = w.random_inputs(seed=1)
     ref = w.reference(*xs)
