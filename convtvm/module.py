@@ -47,11 +47,21 @@ def build(w: Workload, target="x86", tuning_log=None, **target_options) -> "Modu
         mod, packing = split_weight_packing(chosen.mod, kernel)
     else:
         mod = backend.fallback(w.prim_func(), info)
+    if kernel is not w:  # the twin's kernel: the data's relayout compiled beside it
+        mod = _with_function(mod, relayout.TO_CHANNELS_LAST, relayout.data_to_channels_last(w))
     lib = backend.compile(mod, info)
     m = Module(lib, w, info, chosen.kind, packing=packing, schedule_source=chosen.source, kernel=kernel)
     if in_process:
         m.function("main")  # linked, loaded and looked up now, as part of the build, not in the first call (~50 ms)
     return m
+
+
+def _with_function(mod, name: str, func):
+    """A copy of the IRModule ``mod`` with the PrimFunc ``func`` added as ``name``."""
+    import tvm
+    out = tvm.IRModule(dict(mod.functions_items()))
+    out[name] = func
+    return out
 
 
 def _schedule_for(w: Workload, info: TargetInfo, tuning_log) -> defaults.Schedule:
@@ -165,6 +175,16 @@ class Module:
         self._backend = target.backend
         self._in_process = self._backend.runs_in_process()
         self._functions: dict = {}
+        self._to_channels_last = self._optional_function(relayout.TO_CHANNELS_LAST) if self._perms else None
+
+    def _optional_function(self, name: str):
+        """``function(name)``, or None when the library has no such function (an older export)."""
+        if not self._in_process:
+            return None
+        try:
+            return self.function(name)
+        except Exception:  # noqa: BLE001 - TVM raises its own error types for a missing function
+            return None
 
     def function(self, name: str):
         """The compiled function ``name`` of the library (looked up once: a lookup costs ~15 us)."""
@@ -207,7 +227,24 @@ class Module:
         if self._perms is None:
             return list(xs)
         perms = self._perms[first:first + len(xs)]
-        return [x if p is None else x.permute(p) if _is_torch(x) else np.transpose(x, p) for x, p in zip(xs, perms)]
+        out = [x if p is None else x.permute(p) if _is_torch(x) else np.transpose(x, p) for x, p in zip(xs, perms)]
+        if first == 0 and self._to_channels_last is not None and _is_torch(xs[0]):
+            out[0] = self._data_to_channels_last(xs[0], out[0])
+        return out
+
+    def _data_to_channels_last(self, x, view):
+        """The torch data ``x`` in the twin's layout: ``view`` (the permuted view) where that is dense
+        already (a tensor in torch's channels_last memory format), else written by the compiled
+        relayout into a new tensor when ``x`` itself is dense (``_torch_arg``'s copy otherwise)."""
+        if view.is_contiguous() or x.device.type != "cpu":
+            return view
+        x = x.detach().resolve_conj().resolve_neg()
+        if not x.is_contiguous() or x.data_ptr() % ALIGNMENT:
+            return view
+        import torch
+        y = torch.empty(view.shape, dtype=x.dtype)
+        self._to_channels_last(x, y)
+        return y
 
     def _run(self, fname: str, xs, names, bound=()):
         """Call ``fname`` on ``xs`` (then the already converted ``bound`` arguments) and a new output:

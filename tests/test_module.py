@@ -7,6 +7,8 @@ import stat
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 import convtvm
@@ -194,6 +196,21 @@ def test_a_module_exported_again_to_the_same_path_loads_its_new_code(tmp_path, s
 CHANNELS_FIRST = [("C2D-3", "conv2d"), ("T2D-2", "conv_transpose2d"), ("DEP-2", "depthwise_conv2d")]
 
 
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 19), spatial=st.lists(st.integers(1, 13), min_size=1, max_size=3))
+def test_the_compiled_relayout_writes_the_channels_last_data(n, c, spatial):
+    """relayout.data_to_channels_last on odd channel counts and extents (partial tiles), 1D to 3D."""
+    import tvm
+    from convtvm import relayout
+    variant = {1: "conv1d", 2: "conv2d", 3: "conv3d"}[len(spatial)]
+    w = convtvm.workload(variant, batch=n, in_channels=c, out_channels=2, input_size=tuple(spatial), kernel_size=1)
+    lib = tvm.compile(tvm.IRModule({"main": relayout.data_to_channels_last(w)}), target="llvm")
+    x = torch.randn(n, c, *spatial)
+    y = torch.empty(n, *spatial, c)
+    lib[relayout.TO_CHANNELS_LAST](x, y)
+    assert torch.equal(y, x.permute(0, *range(2, 2 + len(spatial)), 1))
+
+
 @pytest.mark.parametrize("name, variant", CHANNELS_FIRST)
 def test_a_channels_first_workload_runs_its_channels_last_twins_record(name, variant, tmp_path, seed):
     """Without records of its own, a channels-first (torch-layout) workload runs the tuned kernel of
@@ -213,7 +230,13 @@ def test_a_channels_first_workload_runs_its_channels_last_twins_record(name, var
     assert rel_err(m(ts[0].contiguous(memory_format=torch.channels_last), *ts[1:]).numpy(), ref) <= 1e-4
     bound = m.bind(*ts[1:])
     assert rel_err(bound(ts[0]).numpy(), ref) <= 1e-4 and rel_err(bound(xs[0]), ref) <= 1e-4
+    # the data's relayout is compiled beside the kernel; a strided or offset tensor takes the copy
+    assert m._to_channels_last is not None
+    wide = torch.zeros(*ts[0].shape[:-1], ts[0].shape[-1] + 3)
+    wide[..., 1:-2] = ts[0]
+    assert rel_err(bound(wide[..., 1:-2]).numpy(), ref) <= 1e-4
     again = convtvm.load(m.export(tmp_path / "cf.so"))
     assert again.kernel.params["layout"] == "NHWC" and rel_err(again(*xs), ref) <= 1e-4
+    assert again._to_channels_last is not None and rel_err(again.bind(*ts[1:])(ts[0]).numpy(), ref) <= 1e-4
     fallback = convtvm.build(w, info, tuning_log=False)
     assert fallback.kernel is fallback.workload and fallback.schedule == "fallback"  # its own kernel
