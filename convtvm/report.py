@@ -38,6 +38,7 @@ OLD_BASELINE_NOTE = (f"Columns marked '{OLD_BASELINE}' (result schema convtvm.be
 NM = "not measured"
 EMULATED = "emulated: correctness only"
 LAG = 0.9  # tuned/torch speedup below this counts as lagging
+GOAL = 1.3  # the suite's geomean speedup goal over torch
 NETWORK_GOAL = 0.8  # convtvm's network latency over the fastest other contender's
 TUNED, UNTUNED, TORCH = "convtvm_tuned", "convtvm_untuned", "torch"
 CORE = (TUNED, UNTUNED, TORCH)
@@ -265,7 +266,7 @@ def tuning_figure(groups, top: int = 9):
             if n != name:
                 continue
             relative &= torch_ms is not None
-            px, py = zip(*pts)
+            px, py = [p[0] for p in pts], [p[1] for p in pts]
             ys = [v / torch_ms for v in py] if torch_ms else list(py)
             ax.step(px, ys, where="post", marker="o", markersize=3, color=color)
         if relative:
@@ -276,6 +277,54 @@ def tuning_figure(groups, top: int = 9):
     labels = list(dict.fromkeys((label, color) for _, _, label, color, *_ in curves))
     fig.legend(handles=[Line2D([], [], color=c, marker="o", markersize=3, label=lab) for lab, c in labels],
                loc="outside right upper", fontsize=8, frameon=False)
+    return fig
+
+
+def suite_over_time(run) -> list[tuple[float, float]] | None:
+    """[(minutes of tuning, estimated suite geomean speedup over torch)] from a run's timed tuning
+    curves, or None when none has seconds. An op's speedup at time t is torch's time over its best
+    kernel time by then plus its call overhead (the measured call minus kernel time); an op without a
+    curve counts with its measured speedup throughout."""
+    curves = {c["name"]: sorted(c["points"]) for c in run.get("tuning_curves") or []
+              if any(len(p) > 2 for p in c["points"])}
+    if not curves:
+        return None
+    ops = []
+    for r in run["results"]:
+        torch_ms, call, kernel = _t(r, TORCH), _t(r, TUNED), _t(r, TUNED + "_kernel")
+        if torch_ms is None or call is None:
+            continue
+        pts = [p for p in curves.get(r["name"], []) if len(p) > 2]
+        overhead = max(call - kernel, 0.0) if kernel is not None else 0.0
+        ops.append((torch_ms, call, overhead, pts))
+    times = sorted({p[2] for *_, pts in ops for p in pts})
+    out = []
+    for t in times:
+        sp = []
+        for torch_ms, call, overhead, pts in ops:
+            seen = [p[1] for p in pts if p[2] <= t]
+            sp.append(torch_ms / (seen[-1] + overhead) if seen else torch_ms / call)
+        out.append((t / 60, _geomean(sp)))
+    return out
+
+
+def time_to_speed_figure(groups):
+    """The suite's estimated geomean speedup over torch against minutes of tuning (``suite_over_time``),
+    one line per machine, with the 1.3x goal and the 1x lines."""
+    lines = [(label, color, suite_over_time(run)) for label, color, run in op_columns(groups) if not run["emulated"]]
+    lines = [x for x in lines if x[2]]
+    if not lines:
+        return None
+    fig = _fig(8, 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, color, pts in lines:
+        ax.step([m for m, _ in pts], [g for _, g in pts], where="post", color=color, label=label)
+    ax.axhline(GOAL, color="black", linestyle="--", linewidth=0.8, label=f"goal {GOAL}x")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set(xlabel="minutes of tuning", ylabel="suite geomean speedup over torch (estimated)")
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
     return fig
 
 
@@ -442,8 +491,12 @@ def build_blocks(runs):
               ("h", 2, "Tuning curves"),
               *plot("tuning_curves.png", tuning_figure(groups),
                     "Best latency found relative to torch against tuning trials", f"Tuning curves: {NM}."),
-              ("p", "A curve starts at the trial count of the first record its log kept: logs are pruned to the "
-                    "records that matter.")]
+              ("p", "A curve written by a tuning run starts at trial 0, the record its log held before (carried "
+                    "over from another CPU, say); an older one at the first record its log kept."),
+              *plot("time_to_speed.png", time_to_speed_figure(groups),
+                    "Suite geomean speedup over torch against minutes of tuning", f"Time to speed: {NM}."),
+              ("p", "Estimated from the tuner's kernel times plus each op's measured call overhead; the last "
+                    "point is the tuned log, which the op table measures as users call it.")]
     for g in groups:
         for run in g["runs"]:
             if not run["results"]:

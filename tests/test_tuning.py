@@ -220,6 +220,23 @@ def test_prune_keeps_the_best(tuned_log, tmp_path):
     assert json.loads((tmp_path / "mine" / "trials.json").read_text()) == {W.key: 8}
 
 
+def test_a_tuning_run_writes_its_curve_with_seconds_and_a_resumed_run_continues_it(tuned_log, tmp_path):
+    curve = TuningLog(tuned_log).curves()[W.key]
+    assert all(len(p) == 3 for p in curve) and curve[-1][0] == 8 and curve[-1][2] > 0
+    assert [p[1] for p in curve] == sorted((p[1] for p in curve), reverse=True)  # only new bests, then the end
+    log = tmp_path / "x86"
+    shutil.copytree(tuned_log, log)
+    convtvm.tune(W, "x86", trials=8, log=log, trials_per_iter=8, seed=3)
+    after = TuningLog(log).curves()[W.key]
+    assert after[:len(curve)] == curve and 8 < after[-1][0] <= 16 and after[-1][2] > curve[-1][2]
+    # a log whose records predate curves: the curve starts at trial 0 from its best record
+    (log / "curves.json").unlink()
+    best_ms = min(sum(r[1][1]) / len(r[1][1]) for r in records(log)) * 1e3
+    convtvm.tune(W, "x86", trials=8, log=log, trials_per_iter=8, seed=4)
+    fresh = TuningLog(log).curves()[W.key]
+    assert fresh[0] == [0, pytest.approx(best_ms, rel=1e-4), 0.0] and fresh[-1][0] <= 8
+
+
 def test_prune_log_cli_merges_into_a_log(tuned_log, tmp_path, capsys):
     """``convtvm prune-log LOG --into SHIPPED``: the best record lands in SHIPPED; --in-network
     without --model is a clear error."""

@@ -138,7 +138,7 @@ def _record_trials(log, w) -> int | None:
 
 
 def tuning_curves(log, workloads) -> list:
-    """The log's curves for ``workloads``: ``[{"name", "points": [[trials, best_ms], ...]}]``."""
+    """The log's curves for ``workloads``: ``[{"name", "points": [[trials, best_ms(, seconds)], ...]}]``."""
     curves = TuningLog(log).curves() if log else {}
     return [{"name": name, "points": curves[w.key]} for name, w in workloads.items() if w.key in curves]
 

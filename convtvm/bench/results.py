@@ -6,7 +6,7 @@ A result file is a JSON object::
     {"schema": "convtvm.bench/2", "date": ISO-8601 UTC, "machine": {"cpu", "cores", "gpu", versions...},
      "target": "x86" | "arm" | "cuda", "target_detail": the TVM target dict, "emulated": bool,
      "threads": int, "peak_gflops": float | null, "timed_as": {column: how it was timed},
-     "results": [op rows], "models": [network rows], "tuning_curves": [{"name", "points": [[trials, ms]]}]}
+     "results": [op rows], "models": [network rows], "tuning_curves": [{"name", "points": [[trials, ms(, seconds)]]}]}
 
 An op row: ``name``, ``variant``, ``params`` (the workload's JSON), ``flops``, ``trials``, ``schedule``,
 ``timings_ms`` (column -> milliseconds, a column absent when not measured), ``max_rel_error``.
@@ -198,5 +198,5 @@ def validate(data, source: str = "result") -> None:
         check(c.get("name"), "str", f"{w}.name", nullable=False)
         check(c.get("points"), "list", f"{w}.points", nullable=False)
         for j, p in enumerate(c["points"]):
-            if not (isinstance(p, list) and len(p) == 2 and all(_KINDS["num"][1](x) for x in p)):
-                raise bad(f"{w}.points[{j}] must be [trials, best_ms], got {p!r}")
+            if not (isinstance(p, list) and len(p) in (2, 3) and all(_KINDS["num"][1](x) for x in p)):
+                raise bad(f"{w}.points[{j}] must be [trials, best_ms] or [trials, best_ms, seconds], got {p!r}")

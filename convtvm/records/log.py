@@ -7,7 +7,7 @@
         database_workload.json        one line per workload (the IRModule, identified structurally)
         database_tuning_record.json   one line per measured candidate: [workload line, record]
         trials.json                   name -> trials measured (optional)
-        curves.json                   name -> tuning curve (optional, beside pruned logs)
+        curves.json                   name -> tuning curve: [trial, best ms, seconds of tuning] at each new best
         carried.json                  workload key -> the shipped log its record was carried from
         borrowed.json                 workload key -> the tuned workload its record was borrowed from
 
@@ -482,16 +482,24 @@ class TuningLog:
         return self._json(TRIALS)
 
     def curves(self) -> dict:
-        """curves.json: name -> tuning curve [[trial, best ms so far], ...] ({} where absent)."""
+        """curves.json: name -> tuning curve ({} where absent): ``[trial, best ms so far, seconds of
+        tuning]`` at trial 0 (the best the log held before tuning, if any), at each new best and at the
+        end of each run, trials and seconds counted across runs; curves summarized from the records
+        alone have no seconds (``[trial, best ms]``)."""
         return self._json(CURVES)
+
+    def update_curves(self, curves: dict) -> None:
+        """Set ``curves`` (name -> curve, as ``curves()``) in curves.json, atomically; other names stay."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        artifact.write_json_atomic(self.path / CURVES, {**self.curves(), **curves})
 
     def record_trials(self, trials: dict) -> None:
         """Set ``trials`` (name -> trials measured) in trials.json, atomically; other names stay."""
         artifact.write_json_atomic(self.path / TRIALS, {**self.trials(), **trials})
 
     def write_summary(self, trials: dict, curves: dict) -> None:
-        """Replace trials.json with ``trials`` and curves.json with ``curves`` (name -> [[trial, best
-        ms so far], ...]), atomically."""
+        """Replace trials.json with ``trials`` and curves.json with ``curves`` (as ``curves()``),
+        atomically."""
         self.path.mkdir(parents=True, exist_ok=True)
         artifact.write_json_atomic(self.path / TRIALS, trials)
         artifact.write_json_atomic(self.path / CURVES, curves)

@@ -54,13 +54,18 @@ def tune(workloads, target="x86", trials: int = 64, log=None, *, weights=None, n
     info = resolve(target)
     names = names or [str(w) for w in ws]
     tasks = [(n, tuned_ir_module(w, info), w.flops) for n, w in zip(names, ws)]
-    return tune_modules(tasks, info, trials, log, weights=weights, **kwargs)
+    return tune_modules(tasks, info, trials, log, weights=weights, curve_keys=[w.key for w in ws], **kwargs)
 
 
 def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None, trials_per_iter: int = 32,
                  isolated: bool = False, seed: int | None = None, progress=print,
-                 exit_on_sigint: bool = False) -> dict:
+                 exit_on_sigint: bool = False, curve_keys=None) -> dict:
     """The tuning engine: ``tasks`` are (name, IRModule, flops) triples.
+
+    Each task's tuning curve goes to the log's curves.json under its ``curve_keys`` entry (default: its
+    name) after every batch: the best time at trial 0 (what the log held), at each new best and at the
+    end of the run, with the seconds since tuning began (``TuningLog.curves``; a resumed run continues
+    the trial and seconds counts).
 
     Ctrl-C: the log is written atomically after every batch, so an interrupt never loses a committed
     record. With ``exit_on_sigint`` (the CLI), the first Ctrl-C finishes the current batch, writes
@@ -77,9 +82,11 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
         database, _ = log.seed(info).open(work)  # a line it cannot read is skipped, not written back
         builder, runner = make_builder_runner(info, isolated)
         interrupted: list = []
+        curves = Curves(log, curve_keys or [name for name, _, _ in tasks], _logged_best_ms(database, tasks), start)
 
         def after_batch():
             log.sync_from(work, info)
+            curves.write(rows)
             if interrupted and exit_on_sigint:  # a safe point: every measured record is in the log
                 progress(f"interrupted: the log {log} holds every measured batch")
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -118,6 +125,7 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, previous)
             log.sync_from(work, info)
+            curves.write(rows, end=True)
             _ARTIFACTS.clear()
     done = sum(t.trials for t in rows)
     secs = time.time() - start
@@ -125,6 +133,44 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
              f"compile {STATS['build_s']:.0f} s, measure {STATS['run_s']:.0f} s, search and cost model the rest); "
              f"log {log}")
     return {"log": str(log), "trials": done, "seconds": secs, "tasks": rows}
+
+
+class Curves:
+    """The tuning curves of one run's tasks, continued from those ``log`` holds under ``keys``: trial
+    and seconds offsets from the log's curves, and a trial-0 point from ``logged_ms`` (each task's best
+    logged time before the run, or None) for a curve that does not exist yet."""
+
+    def __init__(self, log: TuningLog, keys: list, logged_ms: list, start: float):
+        old = log.curves()
+        self.log, self.keys, self.start = log, keys, start
+        self.points = [list(old.get(k) or ([[0, _sig(ms), 0.0]] if ms is not None else [])) for k, ms in
+                       zip(keys, logged_ms)]
+        self.trials0 = [int(p[-1][0]) if p else 0 for p in self.points]
+        self.seconds0 = max((p[-1][2] for p in old.values() if p and len(p[-1]) > 2), default=0.0)
+
+    def write(self, rows: list, end: bool = False) -> None:
+        """Add each task's new bests (``rows``: TaskProgress) and, with ``end``, its last trial; write
+        the curves of the tasks that have points."""
+        seconds = round(self.seconds0 + time.time() - self.start, 1)
+        changed = {}
+        for key, row, pts, t0 in zip(self.keys, rows, self.points, self.trials0):
+            if not row.trials or row.best_s == float("inf"):
+                continue
+            ms, trial = _sig(row.best_s * 1e3), t0 + row.trials
+            if not pts or ms < pts[-1][1]:
+                pts.append([trial, ms, seconds])
+            elif end and trial > pts[-1][0]:
+                pts.append([trial, pts[-1][1], seconds])
+            else:
+                continue
+            changed[key] = pts
+        if changed:
+            self.log.update_curves(changed)
+
+
+def _sig(x: float) -> float:
+    """``x`` to 6 significant digits (a curve's milliseconds: a 10 us kernel keeps its precision)."""
+    return float(f"{x:.6g}")
 
 
 def EagerGradient(seed: int | None = None, logged_ms=None):  # noqa: N802 - a class factory (live FFI)

@@ -20,11 +20,12 @@ def _workload_index(log: TuningLog, workloads: dict, info: TargetInfo) -> dict:
 
 
 def summarize(log, workloads: dict, info: TargetInfo, index: dict | None = None) -> dict:
-    """Per workload key of ``workloads`` (key -> Workload): trials measured and the tuning curve
-    [[trial, best ms so far], ...], in measurement order, from the log folder ``log``. ``index``:
-    workload line -> Workload, when already known. Written beside pruned logs (trials.json,
-    curves.json), which keep only the best."""
+    """Per workload key of ``workloads`` (key -> Workload): trials measured and the tuning curve, from
+    the log folder ``log``: the one its tuning runs wrote (``TuningLog.curves``, with seconds), else
+    [[trial, best ms so far], ...] in measurement order. ``index``: workload line -> Workload, when
+    already known. Written beside pruned logs (trials.json, curves.json), which keep only the best."""
     log = TuningLog(log)
+    written = log.curves()
     index = index if index is not None else _workload_index(log, workloads, info)
     keys = {i: w.key for i, w in index.items()}
     summary: dict = {}
@@ -37,6 +38,9 @@ def summarize(log, workloads: dict, info: TargetInfo, index: dict | None = None)
             entry["best"] = min(entry["best"], 1e3 * sum(r.run_secs) / len(r.run_secs))
         if entry["best"] < float("inf"):
             entry["curve"].append([entry["trials"], round(entry["best"], 5)])
+    for key, entry in summary.items():
+        if written.get(key):
+            entry["curve"] = written[key]
     return summary
 
 
@@ -63,8 +67,9 @@ def merge(src, dst, trials: dict | None = None, progress=print) -> int:
             added -= len(rows) - len(unique)
         dst.sync_from(work.path, info)
     dst.compact()
-    if trials:
-        dst.record_trials(trials)
+    dst.record_trials({**src.trials(), **(trials or {})})
+    if src.curves():
+        dst.update_curves(src.curves())
     progress(f"merged {added} records of {src} into {dst}")
     return added
 
