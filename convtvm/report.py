@@ -283,8 +283,9 @@ def tuning_figure(groups, top: int = 9):
 def suite_over_time(run) -> list[tuple[float, float]] | None:
     """[(minutes of tuning, estimated suite geomean speedup over torch)] from a run's timed tuning
     curves, or None when none has seconds. An op's speedup at time t is torch's time over its best
-    kernel time by then plus its call overhead (the measured call minus kernel time); an op without a
-    curve counts with its measured speedup throughout."""
+    kernel time by then plus its call overhead (the measured call minus kernel time), or before its
+    first timed point that point's; an op without a timed curve counts with its measured speedup
+    throughout."""
     curves = {c["name"]: sorted(c["points"]) for c in run.get("tuning_curves") or []
               if any(len(p) > 2 for p in c["points"])}
     if not curves:
@@ -302,8 +303,11 @@ def suite_over_time(run) -> list[tuple[float, float]] | None:
     for t in times:
         sp = []
         for torch_ms, call, overhead, pts in ops:
-            seen = [p[1] for p in pts if p[2] <= t]
-            sp.append(torch_ms / (seen[-1] + overhead) if seen else torch_ms / call)
+            if not pts:
+                sp.append(torch_ms / call)
+                continue
+            seen = [p[1] for p in pts if p[2] <= t] or [pts[0][1]]
+            sp.append(torch_ms / (min(seen) + overhead))
         out.append((t / 60, _geomean(sp)))
     return out
 
@@ -311,7 +315,8 @@ def suite_over_time(run) -> list[tuple[float, float]] | None:
 def time_to_speed_figure(groups):
     """The suite's estimated geomean speedup over torch against minutes of tuning (``suite_over_time``),
     one line per machine, with the 1.3x goal and the 1x lines."""
-    lines = [(label, color, suite_over_time(run)) for label, color, run in op_columns(groups) if not run["emulated"]]
+    lines = [(label, color, suite_over_time(run)) for label, color, run in op_columns(groups)
+             if not run["emulated"] and OLD_BASELINE not in label]
     lines = [x for x in lines if x[2]]
     if not lines:
         return None

@@ -47,7 +47,7 @@ def one_error_line(capsys, cmd: str) -> str:
     (["tune", *SMALL, "--trials", "2", "--rpc-tracker", "127.0.0.1:9", "--rpc-key", "x"], "tune",
      "--rpc-tracker 127.0.0.1:9: nothing answers there"),
     (["tune", *SMALL, "--trials", "2", "--rpc-tracker", "127.0.0.1:9"], "tune",
-     "tracker=HOST:PORT needs key=DEVICE_KEY"),
+     "--rpc-tracker needs --rpc-key"),
     (["tune", *SMALL, "--trials", "2", "--rpc-key", "x"], "tune", "--rpc-key names the servers at a tracker"),
     (["build", *SMALL, "-o", "{tmp}/out", "--rpc-tracker", "127.0.0.1:9", "--rpc-key", "x"], "build",
      "--rpc-tracker, --rpc-key: x86 modules run on this machine; only `convtvm tune` measures on x86 RPC servers"),

@@ -25,6 +25,8 @@ def cluster(tmp_path, monkeypatch):
     from tvm import rpc
     from tvm.rpc.tracker import Tracker
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the servers' upload folders go with the test
+    # servers run kernels on as many threads as the target has cores, as the README tells users to
+    monkeypatch.setenv("TVM_NUM_THREADS", str(resolve("x86").target.export()["num-cores"]))
     started = []
 
     def start(n: int):
@@ -77,7 +79,21 @@ def test_servers_reporting_another_cpu_are_refused(cluster, tmp_path, monkeypatc
     monkeypatch.setattr(x86, "host_cpu", lambda: "znver3")  # the log is for znver3, the server is not
     info = resolve("x86")
     info.backend.connect(tracker=tracker, key=KEY, tuning=True)
-    with pytest.raises(ValueError, match=r"1 of the 1 server\(s\) .* report CPU .*not this log's znver3"):
+    with pytest.raises(ValueError, match=r"1 of the 1 server\(s\) .* report CPU .*not the log's znver3"):
+        convtvm.tune(W, info, trials=8, log=tmp_path / "log", progress=lambda m: None)
+
+
+def test_servers_on_another_thread_count_are_refused(cluster, tmp_path, monkeypatch):
+    """A server's kernels must run on as many threads as the log's timings assume (the target's cores)."""
+    threads = int(resolve("x86").target.export()["num-cores"])
+    if threads < 2:
+        pytest.skip("needs 2 or more cores: TVM caps a server's threads at its cores, so 1 is the only count here")
+    monkeypatch.setenv("TVM_NUM_THREADS", "1")  # the server process inherits it
+    tracker, _ = cluster(1)
+    info = resolve("x86")
+    info.backend.connect(tracker=tracker, key=KEY, tuning=True)
+    with pytest.raises(ValueError, match=rf"run kernels on 1 thread\(s\), not the {threads} .*"
+                                         rf"TVM_NUM_THREADS={threads}"):
         convtvm.tune(W, info, trials=8, log=tmp_path / "log", progress=lambda m: None)
 
 

@@ -134,7 +134,7 @@ class Arm(Backend):
         vm.invoke_stateful("main")
         return vm.get_outputs("main")
 
-    def builder_runner(self, evaluator, initializer=None):
+    def builder_runner(self, evaluator, initializer=None, info=None):
         """(LocalBuilder cross-linking for aarch64, RPCRunner on the device ``REMOTE`` names); the
         runner keeps its own short evaluator on the emulated device."""
         return make_local_builder(timeout_sec=180), make_rpc_runner(**REMOTE)

@@ -155,9 +155,10 @@ class Backend:
         return vm["main"](*args)
 
     # -- tuning -------------------------------------------------------------------------------------
-    def builder_runner(self, evaluator, initializer=None):
+    def builder_runner(self, evaluator, initializer=None, info=None):
         """(MetaSchedule builder, runner) measuring in worker processes of this machine; ``evaluator``
-        is the runner's EvaluatorConfig, ``initializer`` runs once in each worker."""
+        is the runner's EvaluatorConfig, ``initializer`` runs once in each worker, ``info`` the
+        TargetInfo tuned for."""
         import os
 
         from tvm.s_tir import meta_schedule as ms

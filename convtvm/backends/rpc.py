@@ -57,8 +57,24 @@ def open_remote(rpc: str | None = None, tracker: str | None = None, key: str | N
 
 
 def server_cpu(session) -> str:
-    """LLVM's name for the CPU of the machine a session runs on (as ``x86.host_cpu`` there)."""
-    return str(session.get_function("target.llvm_get_system_cpu")())
+    """LLVM's name for the CPU of the machine a session runs on (as ``x86.host_cpu`` there). Raises
+    ValueError for a server without TVM's LLVM (a runtime-only server cannot say)."""
+    try:
+        return str(session.get_function("target.llvm_get_system_cpu")())
+    except Exception as e:  # noqa: BLE001 - TVM raises its own error for a missing remote function
+        raise ValueError(f"an RPC server cannot report its CPU ({_last_line(e)}): run TVM's full "
+                         "`python -m tvm.exec.rpc_server`, not a runtime-only server") from None
+
+
+def server_threads(session) -> int:
+    """The threads TVM's pool runs kernels with on the machine a session runs on."""
+    return int(session.get_function("runtime.NumThreads")())
+
+
+def _last_line(e: BaseException) -> str:
+    """The last non-blank line of an error (where TVM puts its message), for a one-line message."""
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else type(e).__name__
 
 
 def tracker_servers(tracker: str, key: str) -> int:
@@ -73,27 +89,44 @@ def tracker_servers(tracker: str, key: str) -> int:
     return sum(1 for s in info.get("server_info", []) if s.get("key", "").split(":", 1)[-1] == key)
 
 
-def check_servers(cpu: str, rpc: str | None = None, tracker: str | None = None, key: str | None = None) -> int:
+def check_servers(cpu: str, threads: int, rpc: str | None = None, tracker: str | None = None,
+                  key: str | None = None, wait: float = 60.0) -> int:
     """Open a session on every server (one ``rpc``, or each the ``tracker`` holds under ``key``, all at
-    once so that each is a different one) and check that each reports ``cpu``. Returns how many there
-    are. Raises ValueError when there is none, or naming the servers whose CPU differs."""
+    once so that each is a different one) and check that each reports ``cpu`` and runs kernels on
+    ``threads`` threads, as the log's timings assume. Returns how many servers there are. Raises
+    ValueError when there is none, when they are not all free within ``wait`` seconds, or naming
+    the servers whose CPU or thread count differs."""
+    import concurrent.futures
     check_remote_args(rpc, tracker, key)
     n = tracker_servers(tracker, key) if tracker else 1
     where = f"the tracker {tracker} under key {key!r}" if tracker else f"the RPC server {rpc}"
     if n == 0:
         raise ValueError(f"no RPC server is registered at {where}: start one with "
-                         f"`python -m tvm.exec.rpc_server --tracker {tracker} --key {key}`")
+                         f"`TVM_NUM_THREADS={threads} python -m tvm.exec.rpc_server --tracker {tracker} --key {key}`")
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=n)  # a request waits while its server is busy
+    futures = [pool.submit(open_remote, rpc, tracker, key, 60) for _ in range(n)]
+    pool.shutdown(wait=False)
     try:
-        sessions = [open_remote(rpc, tracker, key, session_timeout=60) for _ in range(n)]
+        sessions = [f.result(timeout=wait) for f in futures]
+    except concurrent.futures.TimeoutError:
+        raise ValueError(f"the {n} server(s) at {where} were not all free within {wait:.0f} s "
+                         "(another client holds one, or one stopped)") from None
     except (OSError, RuntimeError) as e:
-        raise ValueError(f"could not open a session at {where}: {str(e).strip().splitlines()[-1]}") from None
-    cpus = [server_cpu(s) for s in sessions]
-    del sessions
-    wrong = [c for c in cpus if c != cpu]
+        raise ValueError(f"could not open a session at {where}: {_last_line(e)}") from None
+    try:
+        found = [(server_cpu(s), server_threads(s)) for s in sessions]
+    finally:
+        sessions.clear()  # each session closes with its last reference
+    wrong = sorted({c for c, _ in found if c != cpu})
     if wrong:
-        raise ValueError(f"{len(wrong)} of the {n} server(s) at {where} report CPU {', '.join(sorted(set(wrong)))}, "
-                         f"not this log's {cpu}: records are kept only when measured on the CPU the log is for. "
-                         f"Register only {cpu} servers under this key.")
+        raise ValueError(f"{sum(c != cpu for c, _ in found)} of the {n} server(s) at {where} report CPU "
+                         f"{', '.join(wrong)}, not the log's {cpu}: records are kept only when measured on the "
+                         f"CPU the log is for. Register only {cpu} servers under this key.")
+    other = sorted({t for _, t in found if t != threads})
+    if other:
+        raise ValueError(f"{sum(t != threads for _, t in found)} of the {n} server(s) at {where} run kernels on "
+                         f"{', '.join(map(str, other))} thread(s), not the {threads} this log's timings assume: "
+                         f"start each with TVM_NUM_THREADS={threads}")
     return n
 
 
@@ -113,8 +146,10 @@ def session_for(rpc_config, rpc: str | None = None, cpu: str | None = None):
         sess = open_remote(rpc=rpc, session_timeout=rpc_config.session_timeout_sec)
     else:
         sess = rpc_config.connect_server()
-    if cpu is not None and server_cpu(sess) != cpu:
-        raise WrongServerCPU(f"a server reports CPU {server_cpu(sess)}, not the log's {cpu}")
+    if cpu is not None:
+        found = server_cpu(sess)
+        if found != cpu:
+            raise WrongServerCPU(f"a server reports CPU {found}, not the log's {cpu}")
     return sess
 
 

@@ -51,7 +51,10 @@ class X86(Backend):
         if given and not tuning:
             raise ValueError(f"{', '.join(given)}: x86 modules run on this machine; only `convtvm tune` "
                              "measures on x86 RPC servers")
-        remote.check_remote_args(rpc, tracker, key)
+        if rpc and tracker:
+            raise ValueError("--rpc and --rpc-tracker: give one server (--rpc) or a tracker, not both")
+        if tracker and not key:
+            raise ValueError("--rpc-tracker needs --rpc-key: the key its x86 servers registered under")
         if key and not tracker:
             raise ValueError("--rpc-key names the servers at a tracker: give --rpc-tracker HOST:PORT too")
         for addr, what in ((rpc, "--rpc"), (tracker, "--rpc-tracker")):
@@ -59,16 +62,18 @@ class X86(Backend):
                 remote.probe(addr, what)
         self.remote = {k: v for k, v in dict(rpc=rpc, tracker=tracker, key=key).items() if v}
 
-    def builder_runner(self, evaluator, initializer=None):
+    def builder_runner(self, evaluator, initializer=None, info=None):
         """Measuring here: the base's process pools. Over RPC: a LocalBuilder with a worker per core,
         linking shared objects, and an RPCRunner with one worker per server, after every server was
-        checked to report this machine's CPU (ValueError otherwise; a server that joins later with
-        another CPU fails each candidate it is handed)."""
+        checked to report the CPU of ``info``'s target and to run kernels on its core count
+        (ValueError otherwise; a server that joins later with another CPU fails each candidate it is
+        handed)."""
         if not self.remote:
-            return super().builder_runner(evaluator, initializer)
+            return super().builder_runner(evaluator, initializer, info)
         from tvm.s_tir.meta_schedule.builder import LocalBuilder
-        cpu = host_cpu()
-        servers = remote.check_servers(cpu, **self.remote)
+        target = info.target.export() if info is not None else self.target({}, None, "", None)
+        cpu, threads = str(target["mcpu"]), int(target["num-cores"])
+        servers = remote.check_servers(cpu, threads, **self.remote)
         remote.ensure_importable_in_workers()
         builder = LocalBuilder(f_build=remote.build_candidate, f_export=remote.export_shared,
                                max_workers=os.cpu_count() or 1, timeout_sec=120)

@@ -467,15 +467,15 @@ class TuningLog:
     # -- the files beside the database ----------------------------------------------------------
     def _json(self, name: str, unreadable_as_empty: bool = False) -> dict:
         """The side file ``name``'s content: {} where it is absent, and with ``unreadable_as_empty`` where
-        it cannot be read or parsed (else that raises)."""
+        it cannot be read or parsed (else a ValueError naming the file)."""
         try:
             return json.loads((self.path / name).read_text())
         except FileNotFoundError:
             return {}
-        except (OSError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError) as e:
             if unreadable_as_empty:
                 return {}
-            raise
+            raise ValueError(f"{self.path / name}: cannot be read as JSON ({first_line(e)}); fix or remove it") from None
 
     def trials(self) -> dict:
         """trials.json: name -> trials measured ({} where absent)."""
@@ -496,13 +496,6 @@ class TuningLog:
     def record_trials(self, trials: dict) -> None:
         """Set ``trials`` (name -> trials measured) in trials.json, atomically; other names stay."""
         artifact.write_json_atomic(self.path / TRIALS, {**self.trials(), **trials})
-
-    def write_summary(self, trials: dict, curves: dict) -> None:
-        """Replace trials.json with ``trials`` and curves.json with ``curves`` (as ``curves()``),
-        atomically."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        artifact.write_json_atomic(self.path / TRIALS, trials)
-        artifact.write_json_atomic(self.path / CURVES, curves)
 
     def copy_trials_from(self, other: "TuningLog") -> None:
         """Replace trials.json with ``other``'s, atomically."""

@@ -82,12 +82,14 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
         database, _ = log.seed(info).open(work)  # a line it cannot read is skipped, not written back
         builder, runner = make_builder_runner(info, isolated)
         interrupted: list = []
-        curves = Curves(log, curve_keys or [name for name, _, _ in tasks], _logged_best_ms(database, tasks), start)
+        curves = Curves(log, log.seed(info).curves(), curve_keys or [_task_key(name, mod) for name, mod, _ in tasks],
+                        _logged_best_ms(database, tasks), start)
 
         def after_batch():
             log.sync_from(work, info)
-            curves.write(rows)
-            if interrupted and exit_on_sigint:  # a safe point: every measured record is in the log
+            exiting = bool(interrupted and exit_on_sigint)
+            curves.write(rows, end=exiting)
+            if exiting:  # a safe point: every measured record is in the log
                 progress(f"interrupted: the log {log} holds every measured batch")
                 shutil.rmtree(tmp, ignore_errors=True)
                 os._exit(130)
@@ -135,18 +137,25 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
     return {"log": str(log), "trials": done, "seconds": secs, "tasks": rows}
 
 
-class Curves:
-    """The tuning curves of one run's tasks, continued from those ``log`` holds under ``keys``: trial
-    and seconds offsets from the log's curves, and a trial-0 point from ``logged_ms`` (each task's best
-    logged time before the run, or None) for a curve that does not exist yet."""
+def _task_key(name: str, mod) -> str:
+    """A curve key for a task known by its name alone (a network's): the name and the structural hash
+    of its IRModule, since the same name recurs across models and input sizes."""
+    import tvm
+    return f"{name} {tvm.ir.structural_hash(mod) & (2 ** 64 - 1):016x}"
 
-    def __init__(self, log: TuningLog, keys: list, logged_ms: list, start: float):
-        old = log.curves()
+
+class Curves:
+    """The tuning curves of one run's tasks, written to ``log`` under ``keys`` and continued from
+    ``old`` (the curves of the log the run starts from): trial and seconds offsets from the last
+    points of these tasks' curves, and a trial-0 point from ``logged_ms`` (each task's best logged
+    time before the run, or None) for a curve that does not exist yet."""
+
+    def __init__(self, log: TuningLog, old: dict, keys: list, logged_ms: list, start: float):
         self.log, self.keys, self.start = log, keys, start
         self.points = [list(old.get(k) or ([[0, _sig(ms), 0.0]] if ms is not None else [])) for k, ms in
                        zip(keys, logged_ms)]
         self.trials0 = [int(p[-1][0]) if p else 0 for p in self.points]
-        self.seconds0 = max((p[-1][2] for p in old.values() if p and len(p[-1]) > 2), default=0.0)
+        self.seconds0 = max((p[-1][2] for p in self.points if p and len(p[-1]) > 2), default=0.0)
 
     def write(self, rows: list, end: bool = False) -> None:
         """Add each task's new bests (``rows``: TaskProgress) and, with ``end``, its last trial; write

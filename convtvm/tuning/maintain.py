@@ -46,7 +46,8 @@ def summarize(log, workloads: dict, info: TargetInfo, index: dict | None = None)
 
 def merge(src, dst, trials: dict | None = None, progress=print) -> int:
     """Add every record of the log ``src`` (same target) that ``dst`` does not hold to the log ``dst``,
-    and ``trials`` (name -> trials measured) to dst's trials.json; dst is rewritten atomically.
+    src's trials.json and curves.json where they hold the longer history, and ``trials`` (name ->
+    trials measured) to dst's trials.json; dst is rewritten atomically.
     Returns records added. Raises ValueError when ``dst`` is for another target."""
     src, dst = TuningLog(src), TuningLog(dst)
     info = src.target()
@@ -67,11 +68,24 @@ def merge(src, dst, trials: dict | None = None, progress=print) -> int:
             added -= len(rows) - len(unique)
         dst.sync_from(work.path, info)
     dst.compact()
-    dst.record_trials({**src.trials(), **(trials or {})})
-    if src.curves():
-        dst.update_curves(src.curves())
+    _merge_summaries(src, dst, trials or {})
     progress(f"merged {added} records of {src} into {dst}")
     return added
+
+
+def _merge_summaries(src: TuningLog, dst: TuningLog, trials: dict) -> None:
+    """src's trials.json and curves.json into dst's, per name: the longer history wins (more trials; a
+    curve that reaches a later trial), so merging a working log that continued dst's records extends
+    them and one that started afresh does not shorten them. ``trials`` (name -> count) is set as given."""
+    theirs, mine = src.trials(), dst.trials()
+    counts = {k: v for k, v in theirs.items() if v > mine.get(k, -1)}
+    counts.update(trials)
+    if counts:
+        dst.record_trials(counts)
+    have = dst.curves()
+    curves = {k: c for k, c in src.curves().items() if c and (not have.get(k) or c[-1][0] >= have[k][-1][0])}
+    if curves:
+        dst.update_curves(curves)
 
 
 def retarget(src, target, out=None, progress=print) -> int:
@@ -132,7 +146,8 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: i
     if workloads:
         index = _workload_index(log, workloads, info)
         summary = summarize(log, workloads, info, index)
-        out.write_summary({k: v["trials"] for k, v in summary.items()}, {k: v["curve"] for k, v in summary.items()})
+        out.record_trials({k: v["trials"] for k, v in summary.items()})
+        out.update_curves({k: v["curve"] for k, v in summary.items()})
 
     def verify(r: Record) -> bool:
         wl, rec = r.workload, r.body

@@ -34,7 +34,7 @@ def make_builder_runner(info: TargetInfo, isolated: bool):
     evaluator = ms.runner.EvaluatorConfig(number=measure["number"], repeat=measure["repeat"],
                                           min_repeat_ms=measure["min_repeat_ms"], enable_cpu_cache_flush=False)
     if isolated or not info.backend.tunes_in_process:
-        return info.backend.builder_runner(evaluator, initializer=_warm_worker)
+        return info.backend.builder_runner(evaluator, initializer=_warm_worker, info=info)
     return InProcessBuilder(info.target), InProcessRunner(evaluator)
 
 
