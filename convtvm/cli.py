@@ -144,7 +144,12 @@ def cmd_tune(args) -> int:
         if args.tasks is not None or args.untuned or args.task:
             raise ValueError("--tasks, --task and --untuned choose among a model's tasks: give --model")
         ws = _workloads(args)
+        warm = None
+        if args.warm_start:
+            from .tuning.warm import pretrained_cost_model
+            warm = pretrained_cost_model(args.warm_start, info, progress=progress)
         tune(list(ws.values()), info, trials=args.trials, log=args.log, names=list(ws), weights=_torch_weights(ws, info),
+             cost_model=warm,
              isolated=args.isolated, trials_per_iter=args.trials_per_iter, exit_on_sigint=True, progress=progress)
     except KeyboardInterrupt:
         print("\ninterrupted: every measured batch is already in the log", file=sys.stderr)
@@ -383,6 +388,8 @@ def main(argv=None) -> int:
                            help="with --model: only its tasks that the log has no record for")
             p.add_argument("--task", action="append", metavar="NAME",
                            help="with --model: only this task (as the task list names it); repeatable")
+            p.add_argument("--warm-start", action="append", metavar="LOG",
+                           help="train the cost model on this working log's records before searching; repeatable")
         if verb == "build":
             p.add_argument("-o", "--output", default="build",
                            help="output .so (one workload, or --model) or folder (default build)")

@@ -237,6 +237,26 @@ def test_a_tuning_run_writes_its_curve_with_seconds_and_a_resumed_run_continues_
     assert fresh[0] == [0, pytest.approx(best_ms, rel=1e-4), 0.0] and fresh[-1][0] <= 8
 
 
+def test_a_cost_model_trained_on_a_working_log_searches_another_workload(tuned_log, tmp_path):
+    """tuning.warm: the XGBoost model trained on tuned_log's 8 records tunes a workload it has not seen;
+    a log pruned to one record per workload teaches it nothing and is refused."""
+    from convtvm.tuning.warm import pretrained_cost_model
+    info = resolve("x86")
+    lines = []
+    model = pretrained_cost_model([tuned_log], info, progress=lines.append)
+    assert lines == ["cost model trained on 8 records of 1 workloads"]
+    other = convtvm.workload("conv2d", in_channels=8, out_channels=8, input_size=(10, 10), kernel_size=3, padding=1)
+    out = convtvm.tune(other, info, trials=8, log=tmp_path / "log", trials_per_iter=8, cost_model=model,
+                       progress=lambda m: None)
+    assert out["trials"] == 8 and convtvm.build(other, info, tuning_log=tmp_path / "log").schedule == "tuned"
+    with pytest.raises(ValueError, match="holds two or more measured records of a workload"):
+        pretrained_cost_model([tuned_log], info, exclude=[verify.tuned_ir_module(W, info)])
+    pruned = tmp_path / "pruned"
+    maintain.prune(tuned_log, keep=1, out=pruned, progress=lambda m: None)
+    with pytest.raises(ValueError, match="a warm start needs working logs, not pruned ones"):
+        pretrained_cost_model([pruned], info)
+
+
 def test_prune_log_cli_merges_into_a_log(tuned_log, tmp_path, capsys):
     """``convtvm prune-log LOG --into SHIPPED``: the best record lands in SHIPPED; --in-network
     without --model is a clear error."""

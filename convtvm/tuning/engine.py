@@ -59,13 +59,14 @@ def tune(workloads, target="x86", trials: int = 64, log=None, *, weights=None, n
 
 def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None, trials_per_iter: int = 32,
                  isolated: bool = False, seed: int | None = None, progress=print,
-                 exit_on_sigint: bool = False, curve_keys=None) -> dict:
+                 exit_on_sigint: bool = False, curve_keys=None, cost_model=None) -> dict:
     """The tuning engine: ``tasks`` are (name, IRModule, flops) triples.
 
     Each task's tuning curve goes to the log's curves.json under its ``curve_keys`` entry (default: its
     name) after every batch: the best time at trial 0 (what the log held), at each new best and at the
     end of the run, with the seconds since tuning began (``TuningLog.curves``; a resumed run continues
-    the trial and seconds counts).
+    the trial and seconds counts). ``cost_model``: MetaSchedule's cost model to search with (default: a
+    fresh XGBoost model; ``warm.pretrained_cost_model`` gives one trained on other logs' records).
 
     Ctrl-C: the log is written atomically after every batch, so an interrupt never loses a committed
     record. With ``exit_on_sigint`` (the CLI), the first Ctrl-C finishes the current batch, writes
@@ -116,7 +117,8 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
             ms.tune_tasks(tasks=contexts, task_weights=list(weights or [1.0] * len(tasks)), work_dir=tmp,
                           max_trials_global=int(trials), num_trials_per_iter=min(trials_per_iter, int(trials)),
                           builder=builder, runner=runner, database=database,
-                          cost_model=ms.cost_model.XGBModel(num_tuning_cores=os.cpu_count()),
+                          cost_model=cost_model if cost_model is not None else ms.cost_model.XGBModel(
+                              num_tuning_cores=os.cpu_count()),
                           measure_callbacks=callbacks,
                           task_scheduler=EagerGradient(seed, _logged_best_ms(database, tasks)))
         except Exception:
@@ -140,8 +142,8 @@ def tune_modules(tasks, info: TargetInfo, trials: int, log=None, *, weights=None
 def _task_key(name: str, mod) -> str:
     """A curve key for a task known by its name alone (a network's): the name and the structural hash
     of its IRModule, since the same name recurs across models and input sizes."""
-    import tvm
-    return f"{name} {tvm.ir.structural_hash(mod) & (2 ** 64 - 1):016x}"
+    import tvm_ffi
+    return f"{name} {tvm_ffi.structural_hash(mod) & (2 ** 64 - 1):016x}"
 
 
 class Curves:
