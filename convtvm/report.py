@@ -353,6 +353,12 @@ def what_to_look_at(groups) -> list[str]:
         worst = ", ".join(f"{n} {v:.2f}x" for v, n in lag[:6]) + (", ..." if len(lag) > 6 else "")
         lines.append(f"{label}: tuned convtvm {_x(_geomean(list(sp.values())))} torch (geomean over {len(sp)} "
                      f"ops); {len(lag)} below {LAG}x" + (f": {worst}" if lag else ""))
+        timed = suite_over_time(run)
+        if timed:
+            reached = next((m for m, g in timed if g >= GOAL), None)
+            lines.append(f"{label}: tuning from {_x(timed[0][1])} to {_x(timed[-1][1])} (estimated) in "
+                         f"{timed[-1][0]:.0f} minutes; " + (f"{GOAL}x after {reached:.0f} minutes" if reached is not None
+                                                           else f"{GOAL}x not reached"))
     for g, m in network_rows(groups):
         if g["emulated"]:
             continue
