@@ -103,3 +103,21 @@ def test_a_tracker_with_no_server_under_the_key_is_refused(cluster, tmp_path):
     info.backend.connect(tracker=tracker, key=KEY, tuning=True)
     with pytest.raises(ValueError, match="no RPC server is registered at the tracker"):
         convtvm.tune(W, info, trials=8, log=tmp_path / "log", progress=lambda m: None)
+
+
+@pytest.mark.slow
+def test_tuning_measures_on_one_server_named_directly(tmp_path, monkeypatch):
+    """--rpc HOST:PORT: one server, no tracker."""
+    from tvm import rpc
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("TVM_NUM_THREADS", str(resolve("x86").target.export()["num-cores"]))
+    server = rpc.Server(host="127.0.0.1", port=9600, port_end=9700)
+    info = resolve("x86")
+    try:
+        info.backend.connect(rpc=f"127.0.0.1:{server.port}", tuning=True)
+        out = convtvm.tune(W, info, trials=8, log=tmp_path / "log", trials_per_iter=8, progress=lambda m: None)
+    finally:
+        info.backend.connect(tuning=True)
+        server.terminate()
+    assert out["trials"] == 8
+    assert sum(1 for r in TuningLog(tmp_path / "log").records() if r.run_secs and r.mean_secs < 1e9) == 8
