@@ -282,10 +282,11 @@ def tuning_figure(groups, top: int = 9):
 
 def suite_over_time(run) -> list[tuple[float, float]] | None:
     """[(minutes of tuning, estimated suite geomean speedup over torch)] from a run's timed tuning
-    curves, or None when none has seconds. An op's speedup at time t is torch's time over its best
-    kernel time by then plus its call overhead (the measured call minus kernel time), or before its
-    first timed point that point's; an op without a timed curve counts with its measured speedup
-    throughout."""
+    curves, or None when none has seconds. An op's speedup at time t is its measured speedup scaled by
+    how much slower its best kernel was then: measured x (last best + o) / (best by t + o), o its call
+    overhead (the measured call minus kernel time); before its first timed point, that point's. The
+    last point is the measured geomean; the tuner's own timings only give the shape of the curve. An
+    op without a timed curve counts with its measured speedup throughout."""
     curves = {c["name"]: sorted(c["points"]) for c in run.get("tuning_curves") or []
               if any(len(p) > 2 for p in c["points"])}
     if not curves:
@@ -307,7 +308,8 @@ def suite_over_time(run) -> list[tuple[float, float]] | None:
                 sp.append(torch_ms / call)
                 continue
             seen = [p[1] for p in pts if p[2] <= t] or [pts[0][1]]
-            sp.append(torch_ms / (min(seen) + overhead))
+            last = min(p[1] for p in pts)
+            sp.append(torch_ms / call * (last + overhead) / (min(seen) + overhead))
         out.append((t / 60, _geomean(sp)))
     return out
 
