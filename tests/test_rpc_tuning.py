@@ -121,3 +121,12 @@ def test_tuning_measures_on_one_server_named_directly(tmp_path, monkeypatch):
         server.terminate()
     assert out["trials"] == 8
     assert sum(1 for r in TuningLog(tmp_path / "log").records() if r.run_secs and r.mean_secs < 1e9) == 8
+
+
+def test_a_server_held_by_another_client_times_out_with_a_message(cluster):
+    tracker, _ = cluster(1)
+    held = remote.open_remote(tracker=tracker, key=KEY)  # another client's session: the one server is busy
+    cores = int(resolve("x86").target.export()["num-cores"])
+    with pytest.raises(ValueError, match=r"the 1 server\(s\) at the tracker .* were not all free within 2 s"):
+        remote.check_servers(x86.host_cpu(), cores, tracker=tracker, key=KEY, wait=2)
+    del held

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -96,23 +97,15 @@ def check_servers(cpu: str, threads: int, rpc: str | None = None, tracker: str |
     ``threads`` threads, as the log's timings assume. Returns how many servers there are. Raises
     ValueError when there is none, when they are not all free within ``wait`` seconds, or naming
     the servers whose CPU or thread count differs."""
-    import concurrent.futures
     check_remote_args(rpc, tracker, key)
     n = tracker_servers(tracker, key) if tracker else 1
     where = f"the tracker {tracker} under key {key!r}" if tracker else f"the RPC server {rpc}"
     if n == 0:
         raise ValueError(f"no RPC server is registered at {where}: start one with "
                          f"`TVM_NUM_THREADS={threads} python -m tvm.exec.rpc_server --tracker {tracker} --key {key}`")
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=n)  # a request waits while its server is busy
-    futures = [pool.submit(open_remote, rpc, tracker, key, 60) for _ in range(n)]
-    pool.shutdown(wait=False)
-    try:
-        sessions = [f.result(timeout=wait) for f in futures]
-    except concurrent.futures.TimeoutError:
-        raise ValueError(f"the {n} server(s) at {where} were not all free within {wait:.0f} s "
-                         "(another client holds one, or one stopped)") from None
-    except (OSError, RuntimeError) as e:
-        raise ValueError(f"could not open a session at {where}: {_last_line(e)}") from None
+    sessions = _open_all(n, wait, rpc, tracker, key)
+    if isinstance(sessions, str):
+        raise ValueError(f"the {n} server(s) at {where} {sessions}")
     try:
         found = [(server_cpu(s), server_threads(s)) for s in sessions]
     finally:
@@ -128,6 +121,34 @@ def check_servers(cpu: str, threads: int, rpc: str | None = None, tracker: str |
                          f"{', '.join(map(str, other))} thread(s), not the {threads} this log's timings assume: "
                          f"start each with TVM_NUM_THREADS={threads}")
     return n
+
+
+def _open_all(n: int, wait: float, rpc, tracker, key):
+    """``n`` sessions opened at once (each request waits while its server is busy), or, when they are
+    not all open within ``wait`` seconds or one fails, a message saying so. The requests run on daemon
+    threads: one still waiting for a busy server never holds up the process's exit."""
+    import queue
+    import threading
+    done: queue.Queue = queue.Queue()
+
+    def one():
+        try:
+            done.put(open_remote(rpc, tracker, key, 60))
+        except Exception as e:  # noqa: BLE001 - reported as the message
+            done.put(e)
+
+    for _ in range(n):
+        threading.Thread(target=one, daemon=True).start()
+    sessions, deadline = [], time.monotonic() + wait
+    while len(sessions) < n:
+        try:
+            got = done.get(timeout=max(deadline - time.monotonic(), 0.001))
+        except queue.Empty:
+            return f"were not all free within {wait:.0f} s (another client holds one, or one stopped)"
+        if isinstance(got, Exception):
+            return f"could not all be reached: {_last_line(got)}"
+        sessions.append(got)
+    return sessions
 
 
 # ---------------------------------------------------------------------------------------------
