@@ -59,6 +59,7 @@ def test_a_workload_no_log_holds_nor_a_neighbour_of_falls_back(only_other_cpus_s
 
 
 @pytest.mark.parametrize("mcpu, nearest", [("znver4", "x86-znver5"), ("sapphirerapids", "x86-znver5"),
+                                           ("icelake-server", "x86-rocketlake"),
                                            ("haswell", "x86-znver3"), ("alderlake", "x86-znver3")])
 def test_the_nearest_log_shares_the_vector_isa(mcpu, nearest):
     info = resolve({"kind": "llvm", "mcpu": mcpu, "num-cores": 2})

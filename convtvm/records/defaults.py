@@ -123,17 +123,28 @@ def isa(info: TargetInfo) -> tuple[bool, bool]:
     return bool(codegen.llvm_cpu_has_features(["avx512f"], t)), bool(codegen.llvm_cpu_has_features(["avx2"], t))
 
 
+# LLVM features that tell x86 CPUs of one vector ISA apart; SSE4a marks AMD's cores
+FEATURES = ("avx512bw", "avx512vl", "avx512vnni", "avx512bf16", "avx512fp16", "amx-tile", "avxvnni", "sse4a")
+
+
+def features(info: TargetInfo) -> set:
+    """Which of ``FEATURES`` an x86 target's mcpu has, as LLVM knows it."""
+    from tvm.target import codegen
+    return {f for f in FEATURES if codegen.llvm_cpu_has_features([f], info.target)}
+
+
 def donor_logs(info: TargetInfo) -> list[Path]:
     """The shipped logs of ``info``'s kind, nearest first: same AVX-512 and AVX2 support, then same
-    AVX-512 support, then the rest (by name, for a stable order)."""
-    mine = isa(info)
+    AVX-512 support, then the rest; among equals, the fewest ``FEATURES`` that differ, then by name
+    (for a stable order)."""
+    mine, my_features = isa(info), features(info)
     logs = []
     for log in sorted(SHIPPED.glob(f"{info.kind}-*")):
         if not TuningLog(log).has_target() or log.name == info.tag:
             continue
-        theirs = isa(TuningLog(log).target())
-        logs.append(((theirs != mine) + (theirs[0] != mine[0]), log))
-    return [log for _, log in sorted(logs, key=lambda t: t[0])]
+        theirs = TuningLog(log).target()
+        logs.append(((isa(theirs) != mine) + (isa(theirs)[0] != mine[0]), len(features(theirs) ^ my_features), log))
+    return [log for *_, log in sorted(logs, key=lambda t: t[:2])]
 
 
 def carry_over(w: Workload, info: TargetInfo, donor: Path):
