@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 
 import numpy as np
 
@@ -176,6 +177,7 @@ class Module:
         self._in_process = self._backend.runs_in_process()
         self._functions: dict = {}
         self._to_channels_last = self._optional_function(relayout.TO_CHANNELS_LAST) if self._perms else None
+        self._scratch = threading.local()  # per thread: the data in the twin's layout (_data_to_channels_last)
 
     def _optional_function(self, name: str):
         """``function(name)``, or None when the library has no such function (an older export)."""
@@ -235,16 +237,21 @@ class Module:
     def _data_to_channels_last(self, x, view):
         """The torch data ``x`` in the twin's layout: ``view`` (the permuted view) where that is dense
         already (a tensor in torch's channels_last memory format), else written by the compiled
-        relayout into a new tensor when ``x`` itself is dense (``_torch_arg``'s copy otherwise)."""
+        relayout when ``x`` itself is dense (``_torch_arg``'s copy otherwise). The relayout writes into
+        a buffer kept per thread and overwritten by the thread's next call: it is only ever the
+        kernel's input, never returned, and a fresh one a call would cost its page faults."""
         if view.is_contiguous() or x.device.type != "cpu":
             return view
         x = x.detach().resolve_conj().resolve_neg()
         if not x.is_contiguous() or x.data_ptr() % ALIGNMENT:
             return view
-        import torch
-        y = torch.empty(view.shape, dtype=x.dtype)
-        if y.data_ptr() % ALIGNMENT:  # torch's allocator aligns to 64 bytes; this guards another allocator
-            return view
+        y = getattr(self._scratch, "data", None)
+        if y is None or y.dtype != x.dtype:
+            import torch
+            y = torch.empty(view.shape, dtype=x.dtype)
+            if y.data_ptr() % ALIGNMENT:  # torch's allocator aligns to 64 bytes; this guards another allocator
+                return view
+            self._scratch.data = y
         self._to_channels_last(x, y)
         return y
 
@@ -339,17 +346,24 @@ class BoundModule:
         import torch
         # what a torch call needs checked and made, prepared once: this call is the hot path
         self._fast = (torch.Tensor, torch.Size(w.input_shapes[0]), getattr(torch, w.dtype), k.output_shape, torch.empty)
+        self._out_perm = relayout.output_perm(w) if module._perms else None
 
     def __repr__(self) -> str:
         return f"<convtvm.BoundModule {self.module!r}>"
 
     def __call__(self, x):
-        if not self.module._perms and self._fast and type(x) is self._fast[0]:  # the common torch call, checked
+        if self._fast and type(x) is self._fast[0]:  # the common torch call, checked
             _, shape, dtype, out_shape, empty = self._fast
             if x.shape == shape and x.dtype == dtype:
+                m = self.module
                 out = empty(out_shape, dtype=dtype)
-                self._kernel(_torch_arg(x, "data"), *self._bound, out)
-                return out
+                if m._perms is None:
+                    self._kernel(_torch_arg(x, "data"), *self._bound, out)
+                    return out
+                if m._to_channels_last is not None:  # the twin's kernel: relayout, kernel, a channels-first view
+                    data = m._data_to_channels_last(x, x.permute(m._perms[0]))
+                    self._kernel(_torch_arg(data, "data"), *self._bound, out)
+                    return out.permute(self._out_perm)
         m, w = self.module, self.module.workload
         m.check_inputs([x], w.input_names[:1], w.input_shapes[:1])
         if not m._in_process:

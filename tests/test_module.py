@@ -240,3 +240,33 @@ def test_a_channels_first_workload_runs_its_channels_last_twins_record(name, var
     assert again._to_channels_last is not None and rel_err(again.bind(*ts[1:])(ts[0]).numpy(), ref) <= 1e-4
     fallback = convtvm.build(w, info, tuning_log=False)
     assert fallback.kernel is fallback.workload and fallback.schedule == "fallback"  # its own kernel
+
+
+def test_a_bound_twin_gives_each_call_its_own_answer(seed):
+    """The relayout writes into a buffer it keeps: calls in turn and from several threads each give
+    their own input's answer, and a later call does not overwrite an earlier output."""
+    import threading
+    from convtvm.variants import replace_params
+    log = ROOT / "tuning_logs" / "x86-znver3"
+    w = replace_params(suites.suite("ansor")["DEP-2"], layout=None)
+    m = convtvm.build(w, TuningLog(log).target(), tuning_log=log)
+    assert m.kernel is not w and m._to_channels_last is not None
+    inputs = [w.random_inputs(seed=seed + i) for i in range(4)]
+    bound = m.bind(*[torch.from_numpy(x) for x in inputs[0][1:]])
+    refs = [w.reference(xs[0], *inputs[0][1:]) for xs in inputs]
+    data = [torch.from_numpy(xs[0]) for xs in inputs]
+    first, second = bound(data[0]), bound(data[1])
+    assert rel_err(first.numpy(), refs[0]) <= 1e-4 and rel_err(second.numpy(), refs[1]) <= 1e-4
+    grad = data[2].clone().requires_grad_(True)
+    assert rel_err(bound(grad).numpy(), refs[2]) <= 1e-4
+    errors = []
+
+    def worker(i):
+        for _ in range(10):
+            errors.append(rel_err(bound(data[i]).numpy(), refs[i]))
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 40 and max(errors) <= 1e-4
