@@ -239,6 +239,12 @@ def cpu(func, cfg: dict) -> tvm.IRModule:
     """The CPU fallback of a PrimFunc as an IRModule with a scheduled ``main``; ``cfg``: the knobs
     (schedules/<target>.json "fallback"). Raises TVM's ScheduleError for a structure it cannot
     schedule (e.g. a broadcasting epilogue it cannot inline)."""
+    return cpu_schedule(func, cfg).mod
+
+
+def cpu_schedule(func, cfg: dict) -> Schedule:
+    """``cpu``'s schedule itself: its ``trace`` replays the fallback on the same PrimFunc, as a tuning
+    record's does."""
     sch = Schedule(tvm.IRModule({"main": func}))
     reductions = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if is_reduction(sch, b)]
     # padding stays a cheap separate pass so that the reductions read without bounds checks
@@ -249,7 +255,7 @@ def cpu(func, cfg: dict) -> tvm.IRModule:
         _tile_reduction(sch, red, wb, cfg)
     for block in elementwise:
         _elementwise(sch, block, cfg)
-    return sch.mod
+    return sch
 
 
 def _work(sch: Schedule, block) -> int:

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import tvm_ffi
 
 import convtvm
 from convtvm.records import verify
@@ -282,6 +283,32 @@ def test_prune_retime_keeps_the_fastest_when_timed_again(tuned_log, tmp_path):
              for r in by_search}
     assert all(t() > 0 for t in timed.values())
     assert convtvm.build(W, "x86", tuning_log=out).schedule == "tuned"
+
+
+def test_prune_retime_keeps_the_fallback_where_it_beats_every_record(tuned_log, tmp_path, seed):
+    """--retime with the workload known: the fallback's schedule is timed beside the records. A log
+    whose only record is the unscheduled loop nest (an empty trace: serial, scalar) claiming a
+    near-zero time keeps the fallback's trace instead, and a build applies it."""
+    src, out = TuningLog(tmp_path / "naive"), tmp_path / "pruned"
+    TuningLog(tuned_log).copy_to(src.path)
+    real = TuningLog(tuned_log).records()[0]
+    src.write_records([type(real)(real.workload, [[[], []], [1e-9], *real.body[2:]])])
+    lines = []
+    assert maintain.prune(src.path, keep=1, out=out, workloads={"W": W}, retime=1, progress=lines.append) == 1
+    kept = TuningLog(out).records()[0]
+    info = resolve("x86")
+    assert kept.trace[0] and 0 < kept.run_secs[0] < 1 and any("the fallback's schedule" in m for m in lines)
+    fallback = info.backend.fallback(W.prim_func(), info)["main"]
+    (tmp_path / "db").mkdir()
+    replayed = verify.scheduled(verify.tuned_ir_module(W, info), TuningLog(out).open(tmp_path / "db")[0]
+                                .get_all_tuning_records()[0])["main"]
+    assert tvm_ffi.structural_equal(replayed.body, fallback.body, map_free_vars=True)
+    m = convtvm.build(W, info, tuning_log=out)
+    xs = W.random_inputs(seed=seed)
+    assert m.schedule == "tuned" and rel_err(m(*xs), W.reference(*xs)) <= 1e-4
+    # without the workload named, nothing competes with the records: the naive one stays
+    maintain.prune(src.path, keep=1, out=tmp_path / "unnamed", retime=1, progress=lines.append)
+    assert TuningLog(tmp_path / "unnamed").records()[0].trace == [[], []]
 
 
 def test_sigint_loses_no_committed_record(tmp_path):

@@ -78,6 +78,12 @@ class Backend:
         from .. import fallback
         return fallback.cpu(func, info.config["fallback"])
 
+    def fallback_trace(self, func, info):
+        """The fallback's schedule of ``func`` as a trace that replays on it (as a tuning record's
+        does), or None where the target's fallback is not one traced schedule."""
+        from .. import fallback
+        return fallback.cpu_schedule(func, info.config["fallback"]).trace
+
     def vm_target(self, info):
         """The TVM target a Relax VM executable is compiled for."""
         return info.target

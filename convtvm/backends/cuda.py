@@ -41,6 +41,9 @@ class Cuda(Backend):
         self.prepare()
         return fallback.gpu(func, info.config["fallback"], info.target)
 
+    def fallback_trace(self, func, info):
+        return None  # the first GPU rule that applies: not one traced schedule to replay
+
     def vm_target(self, info):
         import tvm
         return tvm.target.Target({**json.loads(info.target_json), "host": {"kind": "llvm"}})

@@ -127,6 +127,23 @@ def _retimed(info: TargetInfo, wl_lines, candidates: list, rounds: int = 7) -> l
     return sorted(out, key=lambda r: r.run_secs[0])
 
 
+def _fallback_record(info: TargetInfo, w, like: Record) -> Record | None:
+    """The target's fallback schedule of ``w`` as an untimed record of ``like``'s workload and target,
+    or None where the fallback is not one traced schedule. Re-timed beside the search's records, it
+    keeps a log from holding a record slower than the build would run without one."""
+    from tvm.s_tir import meta_schedule as ms
+    mod = tuned_ir_module(w, info)
+    trace = info.backend.fallback_trace(mod["main"], info)
+    if trace is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="convtvm_fallback_") as tmp:  # the trace as MetaSchedule writes it
+        db = ms.database.JSONDatabase(work_dir=tmp)
+        args = ms.arg_info.ArgInfo.from_prim_func(mod["main"])
+        db.commit_tuning_record(ms.database.TuningRecord(trace, db.commit_workload(mod), [1.0], info.target, args))
+        written = TuningLog(tmp).records()[0]
+    return Record(like.workload, [written.trace, [], like.body[2], like.body[3]])
+
+
 def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: int = 0, only: bool = False,
           progress=print) -> int:
     """Keep the ``keep`` best records per workload (and target) of the log ``log``, in ``out``
@@ -135,7 +152,9 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: i
     and the next best taken): PyTorch's for the ``workloads`` given, the unscheduled TIR's for any
     other task (a network's fused functions). With ``retime`` >= 1, the ``retime`` best verified
     records of each workload are timed again here, interleaved, and the fastest kept with its new
-    time (run the machine quiet; ``retime=1`` re-times a log measured under other conditions). With
+    time (run the machine quiet; ``retime=1`` re-times a log measured under other conditions); the
+    fallback's schedule of each of the ``workloads`` is timed beside them and kept as the record where
+    it is the fastest. With
     ``workloads``, trials.json and curves.json record how their kept records were found, and
     ``only`` drops the records of every other task."""
     log = TuningLog(log)
@@ -174,9 +193,11 @@ def prune(log, keep: int = 1, out=None, workloads: dict | None = None, retime: i
         best = [r for _, r in zip(range(max(keep, retime)), good)]
         if retime and best and info.backend.runs_in_process():
             before = best[0].run_secs
-            best = _retimed(info, wl_lines, best)
+            untuned = _fallback_record(info, index[best[0].workload], best[0]) if best[0].workload in index else None
+            best = _retimed(info, wl_lines, best + ([untuned] if untuned else []))
+            won = " (the fallback's schedule: it beat every record)" if untuned and best[0].trace == untuned.trace else ""
             progress(f"  workload {best[0].workload}: re-timed its {len(best)} best records here: kept one at "
-                     f"{best[0].run_secs[0] * 1e3:.3f} ms "
+                     f"{best[0].run_secs[0] * 1e3:.3f} ms{won} "
                      f"(the search's best read {sum(before) / len(before) * 1e3:.3f} ms)")
         kept += best[:keep]
     out = log.copy_to(out)
