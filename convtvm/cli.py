@@ -408,7 +408,8 @@ def main(argv=None) -> int:
     p.add_argument("--keep", type=_positive, default=1, help="records kept per workload (default 1)")
     p.add_argument("--retime", type=_nonnegative, default=0,
                    help="time each workload's N best records again, interleaved, and keep the fastest "
-                        "(on a quiet machine: the search's own timings are noisy under load)")
+                        "(on a quiet machine: the search's own timings are noisy under load); with --suite, "
+                        "each suite workload's fallback schedule competes too")
     p.add_argument("--suite", help="also record trials and tuning curves for this suite's workloads")
     p.add_argument("--only", action="store_true", help="with --suite: keep no records of other tasks")
     p.add_argument("-o", "--output", help="write the pruned log here instead of rewriting LOG")
