@@ -359,7 +359,7 @@ def what_to_look_at(groups) -> list[str]:
         if timed:
             reached = next((m for m, g in timed if g >= GOAL), None)
             lines.append(f"{label}: tuning from {_x(timed[0][1])} to {_x(timed[-1][1])} (estimated) in "
-                         f"{timed[-1][0]:.0f} minutes; " + (f"{GOAL}x after {reached:.0f} minutes" if reached is not None
+                         f"{timed[-1][0]:.0f} min; " + (f"{GOAL}x after {reached:.0f} min" if reached is not None
                                                            else f"{GOAL}x not reached"))
     for g, m in network_rows(groups):
         if g["emulated"]:

@@ -78,12 +78,31 @@ def test_a_variant_with_no_tuned_neighbour_falls_back(fresh_cache):
     assert not (defaults.user_log(info) / DB_FILES[1]).exists()
 
 
-def test_a_channels_first_shape_borrows_for_its_channels_last_twin(fresh_cache, seed):
+def test_a_channels_first_shape_borrows_for_itself_or_its_channels_last_twin(fresh_cache, seed):
     w = convtvm.workload("depthwise_conv2d", in_channels=32, input_size=(9, 11), kernel_size=3, padding=1)
     m = convtvm.build(w)
-    assert m.schedule == "borrowed" and m.kernel.params["layout"] == "NHWC"
+    assert m.schedule == "borrowed" and m.kernel.params["layout"] in ("NCHW", "NHWC")
     xs = w.random_inputs(seed=seed)
     assert rel_err(m(*xs), w.reference(*xs)) <= 1e-4
+
+
+def test_the_twins_borrowed_kernel_is_timed_with_the_datas_relayout(fresh_cache, monkeypatch):
+    """Of a channels-first workload's borrowed kernel and its twin's, the twin's counts with the
+    relayout every call on it adds: the twin wins only by more than that."""
+    from convtvm import relayout
+    w = convtvm.workload("depthwise_conv2d", in_channels=32, input_size=(9, 11), kernel_size=3, padding=1)
+    kernel_ms = {"NCHW": 0.07, "NHWC": 0.05}
+    kept = []
+    monkeypatch.setattr(borrow, "borrow", lambda x, info, logs, keep=True: borrow.Borrowed(
+        x, None, f"mod {x.params['layout']}", "a neighbour", kernel_ms[x.params["layout"]], 2))
+    monkeypatch.setattr(borrow, "keep_borrowed", lambda lent, info: kept.append(lent))
+    for relayout_cost, expected in ((0.01, "NHWC"), (0.04, "NCHW")):
+        monkeypatch.setattr(defaults, "relayout_ms", lambda w, info, ms=relayout_cost: ms)
+        chosen, schedule = defaults.borrowed_schedule([w, relayout.twin(w)], fresh_cache)
+        assert chosen.params["layout"] == expected and schedule.mod == f"mod {expected}"
+        assert kept[-1].workload is chosen
+    monkeypatch.undo()
+    assert 0 < defaults.relayout_ms(w, resolve("x86")) < 10
 
 
 def test_the_transfer_suite_is_in_no_shipped_log():

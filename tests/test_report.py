@@ -267,5 +267,5 @@ def test_time_to_speed_is_the_suite_geomean_over_minutes_of_tuning(tmp_path):
     assert ax.get_xlabel() == "minutes of tuning" and {ln.get_ydata()[0] for ln in ax.get_lines()} >= {1.0, 1.3}
     assert report.time_to_speed_figure(report.group_runs([results.load(_write(tmp_path, "y.json", X86))])) is None
     first, last = pts[0][1], pts[-1][1]
-    assert f"tuning from {first:.2f}x to {last:.2f}x (estimated) in 3 minutes; 1.3x not reached" in \
+    assert f"tuning from {first:.2f}x to {last:.2f}x (estimated) in 3 min; 1.3x not reached" in \
         " ".join(report.what_to_look_at(groups))

@@ -219,6 +219,9 @@ def test_prune_keeps_the_best(tuned_log, tmp_path):
     assert maintain.prune(tuned_log, out=tmp_path / "mine", workloads={"w": W}, only=True) == 1
     assert maintain.prune(tuned_log, out=tmp_path / "other", workloads={"o": other}, only=True) == 0
     assert json.loads((tmp_path / "mine" / "trials.json").read_text()) == {W.key: 8}
+    # a pruned log pruned again keeps its trial count (its trials.json), not its one record's
+    assert maintain.prune(tmp_path / "mine", out=tmp_path / "again", workloads={"w": W}, only=True) == 1
+    assert json.loads((tmp_path / "again" / "trials.json").read_text()) == {W.key: 8}
 
 
 def test_a_tuning_run_writes_its_curve_with_seconds_and_a_resumed_run_continues_it(tuned_log, tmp_path):

@@ -185,7 +185,7 @@ def shapes(mod) -> str:
     return " ".join(bufs[:-1]) + " -> " + bufs[-1]
 
 
-def _timer(info: TargetInfo, scheduled_mod):
+def timer(info: TargetInfo, scheduled_mod):
     """A contender (``timing``) for the scheduled kernel with prepacked weights, on random inputs."""
     import numpy as np
     import tvm
@@ -253,7 +253,7 @@ def borrow(w: Workload, info: TargetInfo, logs: list, *, keep: bool = True, limi
     timers = {}
     for k, (source, sch) in enumerate(found):
         try:
-            timers[k] = _timer(info, sch.mod)
+            timers[k] = timer(info, sch.mod)
         except Exception:  # noqa: BLE001 - a candidate that does not build here: dropped
             continue
     if not timers:

@@ -88,8 +88,9 @@ def borrow_logs(info: TargetInfo) -> list[Path]:
 
 
 def borrowed_schedule(ws: list, info: TargetInfo) -> tuple[Workload, Schedule] | None:
-    """(workload, its borrowed Schedule) for the faster kernel of the workloads ``ws`` (one computation
-    in different layouts: a channels-first workload and its channels-last twin) whose records are
+    """(workload, its borrowed Schedule) for the faster call of the workloads ``ws`` (one computation
+    in different layouts: a channels-first workload and its channels-last twin, whose kernel's time
+    counts with the data's relayout, ``relayout_ms``) whose records are
     borrowed from their nearest tuned neighbours in ``borrow_logs`` (``borrow.borrow``); the winner is
     kept in the user's log. None when no candidate passes, or for a target whose kernels do not run
     on this machine (candidates cannot be timed)."""
@@ -99,9 +100,23 @@ def borrowed_schedule(ws: list, info: TargetInfo) -> tuple[Workload, Schedule] |
     lent = [b for b in (borrow.borrow(w, info, logs, keep=False) for w in ws) if b is not None]
     if not lent:
         return None
-    best = min(lent, key=lambda b: b.ms)
+    extra = relayout_ms(ws[0], info) if len(lent) > 1 else 0.0  # a call on the twin's kernel relayouts the data too
+    best = min(lent, key=lambda b: b.ms + (0.0 if b.workload is ws[0] else extra))
     borrow.keep_borrowed(best, info)
     return best.workload, Schedule(best.mod, "borrowed", best.source)
+
+
+def relayout_ms(w: Workload, info: TargetInfo) -> float:
+    """Milliseconds here of the channels-first ``w``'s data relayout (``relayout.data_to_channels_last``):
+    what each call on its channels-last twin's kernel adds to that kernel's time."""
+    import statistics
+
+    import tvm
+
+    from .. import relayout
+    func = relayout.data_to_channels_last(w).with_attr("global_symbol", "main")
+    timer = borrow.timer(info, tvm.IRModule({"main": func}))
+    return statistics.median(timer() for _ in range(3)) * 1e3
 
 
 def network_logs(info: TargetInfo) -> list[tuple[Path, bool]]:

@@ -22,7 +22,8 @@ def _workload_index(log: TuningLog, workloads: dict, info: TargetInfo) -> dict:
 def summarize(log, workloads: dict, info: TargetInfo, index: dict | None = None) -> dict:
     """Per workload key of ``workloads`` (key -> Workload): trials measured and the tuning curve, from
     the log folder ``log``: the one its tuning runs wrote (``TuningLog.curves``, with seconds), else
-    [[trial, best ms so far], ...] in measurement order. ``index``: workload line -> Workload, when
+    [[trial, best ms so far], ...] in measurement order; trials: its records, or its trials.json's count
+    where that is more (a pruned log). ``index``: workload line -> Workload, when
     already known. Written beside pruned logs (trials.json, curves.json), which keep only the best."""
     log = TuningLog(log)
     written = log.curves()
@@ -38,7 +39,9 @@ def summarize(log, workloads: dict, info: TargetInfo, index: dict | None = None)
             entry["best"] = min(entry["best"], 1e3 * sum(r.run_secs) / len(r.run_secs))
         if entry["best"] < float("inf"):
             entry["curve"].append([entry["trials"], round(entry["best"], 5)])
+    counted = log.trials()  # a pruned log's own count: more than its records
     for key, entry in summary.items():
+        entry["trials"] = max(entry["trials"], counted.get(key, 0))
         if written.get(key):
             entry["curve"] = written[key]
     return summary
