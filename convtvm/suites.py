@@ -4,9 +4,9 @@
 ``tvm/s_tir/meta_schedule/testing/te_workload.py`` CONFIGS, at batch 1, as convtvm workloads.
 ``extras``: the other variants on MobileNet / ShuffleNet / EfficientNet shapes.
 Layouts: channels-last (NWC, NHWC, NDHWC; weights (*kernel, in, out)), as te_workload has them,
-vectorises best, mostly (Zen 3: DEP-2 tuned 0.53 ms channels-first, 0.09 ms channels-last; on the Xeon,
-with AVX-512, 0.08 against 0.07, and its log ships the channels-first depthwise records too). Two ops whose channels-first records beat PyTorch keep
-that layout: GRP-2 (2.2x) and C1D-2.
+vectorises best, mostly (Zen 3: DEP-2 tuned 0.53 ms channels-first, 0.09 ms channels-last; on the
+Xeon, with AVX-512, 0.08 against 0.07, and its log ships the channels-first depthwise records too).
+Two ops whose channels-first records beat PyTorch keep that layout: GRP-2 (2.2x) and C1D-2.
 SHG is channels-first too: its shuffle folds into the conv's output channel (a whole plane per
 channel there, one lane of a gather in channels-last).
 The benchmark times PyTorch on each in both layouts and compares with its faster one.
