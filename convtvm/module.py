@@ -354,16 +354,17 @@ class BoundModule:
     def __call__(self, x):
         if self._fast and type(x) is self._fast[0]:  # the common torch call, checked
             _, shape, dtype, out_shape, empty = self._fast
-            if x.shape == shape and x.dtype == dtype:
-                m = self.module
+            m = self.module
+            if x.shape == shape and x.dtype == dtype and m._perms is None:
                 out = empty(out_shape, dtype=dtype)
-                if m._perms is None:
-                    self._kernel(_torch_arg(x, "data"), *self._bound, out)
-                    return out
-                if m._to_channels_last is not None:  # the twin's kernel: relayout, kernel, a channels-first view
-                    data = m._data_to_channels_last(x, x.permute(m._perms[0]))
-                    self._kernel(_torch_arg(data, "data"), *self._bound, out)
-                    return out.permute(self._out_perm)
+                self._kernel(_torch_arg(x, "data"), *self._bound, out)
+                return out
+            if x.shape == shape and x.dtype == dtype and m._to_channels_last is not None:
+                # the twin's kernel: relayout, kernel, a channels-first view of its output
+                data = m._data_to_channels_last(x, x.permute(m._perms[0]))
+                out = empty(out_shape, dtype=dtype)
+                self._kernel(_torch_arg(data, "data"), *self._bound, out)
+                return out.permute(self._out_perm)
         m, w = self.module, self.module.workload
         m.check_inputs([x], w.input_names[:1], w.input_shapes[:1])
         if not m._in_process:

@@ -157,8 +157,9 @@ def donor_logs(info: TargetInfo) -> list[Path]:
     for log in sorted(SHIPPED.glob(f"{info.kind}-*")):
         if not TuningLog(log).has_target() or log.name == info.tag:
             continue
-        theirs = TuningLog(log).target()
-        logs.append(((isa(theirs) != mine) + (isa(theirs)[0] != mine[0]), len(features(theirs) ^ my_features), log))
+        target = TuningLog(log).target()
+        theirs = isa(target)
+        logs.append(((theirs != mine) + (theirs[0] != mine[0]), len(features(target) ^ my_features), log))
     return [log for *_, log in sorted(logs, key=lambda t: t[:2])]
 
 
